@@ -1,0 +1,5 @@
+import sys
+
+from voxsep.cli import main
+
+sys.exit(main())
