@@ -23,13 +23,16 @@ class STFT(torch.nn.Module):
         self.n_fft = n_fft
         self.hop_length = hop_length or n_fft // 4
         self.win_length = win_length or n_fft
-        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
+
+    def _window(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        # made in the signal's dtype (a float32 window cast to float64 loses precision)
+        return torch.hann_window(self.win_length, dtype=dtype, device=device)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """``wav (..., T)`` -> complex ``spec (..., F, N)`` with ``F = n_fft // 2 + 1``."""
         shape = wav.shape
         spec = torch.stft(wav.reshape(-1, shape[-1]), self.n_fft, self.hop_length, self.win_length,
-                          window=self.window.to(wav.dtype), center=True, return_complex=True)
+                          window=self._window(wav.dtype, wav.device), center=True, return_complex=True)
         return spec.reshape(*shape[:-1], *spec.shape[-2:])
 
     def inverse(self, spec: torch.Tensor, length: int) -> torch.Tensor:
@@ -37,7 +40,7 @@ class STFT(torch.nn.Module):
         shape = spec.shape
         real_dtype = torch.float64 if spec.dtype == torch.complex128 else torch.float32
         wav = torch.istft(spec.reshape(-1, *shape[-2:]), self.n_fft, self.hop_length, self.win_length,
-                          window=self.window.to(real_dtype), center=True, length=length)
+                          window=self._window(real_dtype, spec.device), center=True, length=length)
         return wav.reshape(*shape[:-2], length)
 
 
