@@ -1,0 +1,345 @@
+"""Train any :class:`engine.task.Task` with PyTorch Lightning; auto-resume from the run folder.
+
+A run folder holds (all files written atomically: temp file + rename)::
+
+    config.yaml     the resolved config (after overrides and defaults)
+    last.ckpt       Lightning's resumable training state (model, optimizer, scheduler, loops)
+    last.pt         the model at the last checkpoint, in the plain voxsep format
+    best.pt         the model with the best validation ``trainer.monitor`` (default: val loss)
+    history.jsonl   one line per epoch (metrics, lr, time), plus "start"/"resume" events
+    logs/version_N/metrics.csv   Lightning's CSV log (and TensorBoard under tb/ if installed)
+
+Re-running the same command with the same ``run_dir`` resumes from ``last.ckpt``. It refuses
+(``VoxsepError``) when the resolved config changed in a way that matters: anything except the
+keys in :data:`engine.config.RESUMABLE_CHANGES` (run length, workers, devices/strategy, logging
+and checkpoint intervals), i.e. the task, model, data, optimizer, scheduler, batch size, seed,
+precision or the number of training batches per epoch. A finished run re-run does no more steps.
+
+DDP: ``trainer.strategy: ddp`` with ``trainer.devices: N`` runs N processes (gloo on CPU). Lightning
+starts the extra processes by re-running the current command, so call :func:`train` from a
+script or ``voxsep train``, not from an interactive session or a test process.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader
+
+from engine.checkpoint import config_to_dict, save_checkpoint
+from engine.config import check_resumable, read_yaml, resolve_config, save_config
+from engine.task import Task, get_task
+from frontend import atomic_output
+from frontend.errors import VoxsepError
+
+LAST_CKPT = "last.ckpt"
+LAST_PT = "last.pt"
+BEST_PT = "best.pt"
+HISTORY = "history.jsonl"
+CONFIG = "config.yaml"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes to a temporary file and renames it into place.
+
+    A process killed at any moment leaves either the previous complete checkpoint or the new
+    one, never a truncated file (``os.replace`` is atomic on POSIX file systems).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        with atomic_output(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class TaskModule(pl.LightningModule):
+    """A (task, model) pair as a LightningModule: the task computes losses, the model is trained."""
+
+    def __init__(self, task: Task, model: nn.Module, config: Mapping[str, Any], monitor_key: str):
+        super().__init__()
+        self.task = task
+        self.model = model
+        self.config = dict(config)
+        self.monitor_key = monitor_key
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, logs = self.task.loss(self.model, batch)
+        size = self.task.batch_size(batch)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        for key, value in logs.items():
+            if key != "loss":
+                self.log(f"train/{key}", float(value), on_step=True, on_epoch=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        metrics = dict(self.task.validation_metrics(self.model, batch))
+        if "loss" not in metrics:
+            metrics["loss"] = float(self.task.loss(self.model, batch)[0])
+        size = self.task.batch_size(batch)
+        for key, value in metrics.items():
+            self.log(f"val/{key}", float(value), on_epoch=True, prog_bar=key == "loss", sync_dist=True, batch_size=size)
+
+    def configure_optimizers(self) -> Any:
+        return build_optimizer(self.model.parameters(), self.config, self.monitor_key)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["voxsep_config"] = self.config
+
+
+def _monitor_key(config: Mapping[str, Any], has_validation: bool) -> str:
+    monitor = config["trainer"]["monitor"]
+    return f"val/{monitor}" if has_validation else f"train/{monitor}_epoch"
+
+
+def build_optimizer(params: Any, config: Mapping[str, Any], monitor_key: str) -> Any:
+    """The optimizer (and scheduler) of ``config["optim"]`` in Lightning's ``configure_optimizers`` form."""
+    optim = config["optim"]
+    if optim["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(params, lr=optim["lr"], momentum=optim["momentum"], weight_decay=optim["weight_decay"])
+    else:
+        cls = torch.optim.Adam if optim["optimizer"] == "adam" else torch.optim.AdamW
+        optimizer = cls(params, lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"])
+    sched = optim["scheduler"]
+    if sched["name"] == "none":
+        return optimizer
+    if sched["name"] == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched["step_size"], gamma=sched["gamma"])
+    elif sched["name"] == "cosine":
+        t_max = sched["t_max"] or config["trainer"]["max_epochs"]
+        if t_max < 1:
+            raise VoxsepError("optim.scheduler.t_max must be set when trainer.max_epochs is not")
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=sched["eta_min"])
+    else:  # plateau
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=config["trainer"]["monitor_mode"], factor=sched["factor"],
+            patience=sched["patience"], min_lr=sched["min_lr"],
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {
+            "scheduler": scheduler, "interval": "epoch", "monitor": monitor_key, "strict": False}}
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def _model_config(model: nn.Module, config: Mapping[str, Any]) -> dict:
+    """The config that rebuilds ``model``: its own ``.config`` (defaults filled in) if it has one."""
+    own = getattr(model, "config", None)
+    if own is not None:
+        with contextlib.suppress(TypeError):
+            return config_to_dict(own)
+    return dict(config["model"]["config"])
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of ``run_dir/history.jsonl`` (a torn last line from a crash is skipped)."""
+    path = Path(run_dir) / HISTORY
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+    return records
+
+
+class RunFiles(pl.Callback):
+    """Writes the plain-format ``last.pt``/``best.pt`` and ``history.jsonl`` (global rank 0 only).
+
+    The best value survives a resume: it is part of this callback's state in ``last.ckpt``.
+    """
+
+    def __init__(self, run_dir: Path, config: Mapping[str, Any], task: Task, monitor_key: str):
+        self.run_dir = run_dir
+        self.config = config
+        self.task = task
+        self.monitor_key = monitor_key
+        self.mode = config["trainer"]["monitor_mode"]
+        self.best: float | None = None
+        self.best_step = -1
+        self._start = time.monotonic()
+
+    # -- state kept in last.ckpt
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict.get("best")
+        self.best_step = state_dict.get("best_step", -1)
+
+    # -- helpers
+    def _save(self, name: str, trainer: pl.Trainer, pl_module: TaskModule, extra: Mapping[str, float] = ()) -> None:
+        metrics = {**_scalars(trainer.callback_metrics), **dict(extra)}
+        save_checkpoint(
+            self.run_dir / name, task=self.task.name, model_name=self.config["model"]["name"],
+            model_config=_model_config(pl_module.model, self.config), sample_rate=self.config["sample_rate"],
+            model=pl_module.model, train_config=self.config, step=trainer.global_step, metrics=metrics,
+        )
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        with open(self.run_dir / HISTORY, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _maybe_best(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor_key)
+        if value is None:
+            return
+        value = float(value)
+        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if math.isfinite(value) and better:
+            self.best, self.best_step = value, trainer.global_step
+            if trainer.is_global_zero:
+                self._save(BEST_PT, trainer, pl_module, {f"best/{self.monitor_key}": value})
+
+    # -- hooks
+    def on_train_start(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        event = "resume" if trainer.ckpt_path else "start"
+        if trainer.ckpt_path:
+            # drop epochs logged after the checkpoint we resume from (a crash between the two)
+            kept = [r for r in read_history(self.run_dir) if r.get("step", 0) <= trainer.global_step]
+            with atomic_output(self.run_dir / HISTORY) as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._append({"event": event, "epoch": trainer.current_epoch, "step": trainer.global_step,
+                      "world_size": trainer.world_size, "time": time.time()})
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
+        if not trainer.sanity_checking:
+            self._maybe_best(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
+        if self.monitor_key.startswith("train/"):
+            self._maybe_best(trainer, pl_module)
+        if not trainer.is_global_zero:
+            return
+        metrics = {}
+        for key, value in _scalars(trainer.callback_metrics).items():
+            if key.startswith("val/"):
+                metrics[key] = value
+            elif key.endswith("_epoch"):
+                metrics[key[: -len("_epoch")]] = value
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        self._append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lr": lr,
+                      "elapsed_s": round(time.monotonic() - self._start, 3), **metrics})
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: TaskModule, checkpoint: dict[str, Any]) -> None:
+        if trainer.is_global_zero:
+            self._save(LAST_PT, trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
+        # the final state, whatever the checkpoint interval: a re-run then does no more steps
+        trainer.save_checkpoint(self.run_dir / LAST_CKPT, weights_only=False)
+        if self.best is None and trainer.is_global_zero:  # nothing monitored (no epoch finished)
+            self._save(BEST_PT, trainer, pl_module)
+
+
+def _is_global_rank_zero() -> bool:
+    """Rank 0 before Lightning starts (DDP workers it launches have LOCAL_RANK/NODE_RANK set)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _loaders(task: Task, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoader | None]:
+    trainer_cfg = config["trainer"]
+    train_ds, valid_ds = task.build_datasets(config["data"], config["sample_rate"])
+    if len(train_ds) == 0:
+        raise VoxsepError(f"task {task.name}: the training set is empty (data: {config['data']})")
+    workers = trainer_cfg["num_workers"]
+    common = {
+        "batch_size": trainer_cfg["batch_size"], "num_workers": workers, "collate_fn": task.collate,
+        "persistent_workers": workers > 0, "pin_memory": trainer_cfg["accelerator"] not in ("cpu",),
+    }
+    train_loader = DataLoader(train_ds, shuffle=True, drop_last=False, **common)
+    valid_loader = DataLoader(valid_ds, shuffle=False, **common) if valid_ds is not None and len(valid_ds) else None
+    return train_loader, valid_loader
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Delete temp files a killed process left behind (atomic_output names them ``.NAME.*.part.EXT``)."""
+    for path in run_dir.glob(".*.part.*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def train(config: Mapping[str, Any]) -> Path:
+    """Train ``config`` (raw or resolved; see :mod:`engine.config`) and return the run folder.
+
+    Resumes from ``run_dir/last.ckpt`` when it exists (see the module docstring).
+
+    Raises:
+        VoxsepError: invalid config, unknown task/model, a config change that blocks resuming.
+    """
+    config = resolve_config(config)
+    run_dir = Path(config["run_dir"])
+    trainer_cfg = config["trainer"]
+    last_ckpt = run_dir / LAST_CKPT
+    resume = last_ckpt.is_file()
+    if resume and (run_dir / CONFIG).is_file():
+        check_resumable(read_yaml(run_dir / CONFIG), config, run_dir / CONFIG)
+    if _is_global_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(run_dir)
+        save_config(config, run_dir / CONFIG)
+
+    pl.seed_everything(trainer_cfg["seed"], workers=True, verbose=False)
+    task = get_task(config["task"], config["task_options"])
+    model = task.build_model(config["model"]["name"], config["model"]["config"])
+    train_loader, valid_loader = _loaders(task, config)
+
+    ckpt_every = trainer_cfg["checkpoint_every_n_steps"]
+    checkpointing = ModelCheckpoint(
+        dirpath=run_dir, save_last=True, save_top_k=0, enable_version_counter=False,
+        **({"every_n_train_steps": ckpt_every} if ckpt_every else {"every_n_epochs": 1}),
+    )
+    loggers: list[Any] = [CSVLogger(run_dir, name="logs")]
+    with contextlib.suppress(ImportError, ModuleNotFoundError):
+        import tensorboard  # noqa: F401  (optional)
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir, name="tb"))
+    max_time = trainer_cfg["max_time_minutes"]
+    limit_val = trainer_cfg["limit_val_batches"]
+    monitor_key = _monitor_key(config, valid_loader is not None and limit_val != 0)
+    trainer = pl.Trainer(
+        accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"], strategy=trainer_cfg["strategy"],
+        precision=trainer_cfg["precision"], max_epochs=trainer_cfg["max_epochs"], max_steps=trainer_cfg["max_steps"],
+        max_time={"minutes": max_time} if max_time is not None else None,
+        check_val_every_n_epoch=trainer_cfg["val_every_n_epochs"],
+        limit_train_batches=trainer_cfg["limit_train_batches"],
+        limit_val_batches=limit_val if valid_loader is not None else 0,
+        log_every_n_steps=trainer_cfg["log_every_n_steps"], gradient_clip_val=config["optim"]["grad_clip"],
+        callbacks=[RunFiles(run_dir, config, task, monitor_key), checkpointing], logger=loggers,
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=trainer_cfg["progress_bar"],
+        default_root_dir=run_dir, num_sanity_val_steps=0,
+    )
+    module = TaskModule(task, model, config, monitor_key)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*log_every_n_steps.*")
+        # Lightning's progress bar and summaries go to stdout; stdout is kept for the result
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.fit(module, train_loader, valid_loader, ckpt_path=str(last_ckpt) if resume else None)
+    return run_dir

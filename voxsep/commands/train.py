@@ -1,0 +1,63 @@
+"""`voxsep train CONFIG.yaml [key=value ...] [--run-dir D]`: train any task from a recipe config.
+
+The config's ``task:`` picks the task (``separation``, ``enhancement``, ``vocoder``, or
+``package.module:Attr`` for a task defined elsewhere); its module is imported only now, so that
+its tasks and models register themselves. Re-running the same command resumes the run.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+
+from frontend.errors import VoxsepError
+
+#: Task name -> the module that registers it (imported lazily).
+TASK_MODULES = {
+    "separation": "separation.task",
+    "enhancement": "generation.task",
+    "vocoder": "generation.task",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="recipe config (YAML), e.g. recipes/tts_separation/conf.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override config values, e.g. optim.lr=1e-3 trainer.max_epochs=2 (values are YAML)")
+    parser.add_argument("--run-dir", help="run folder (default: the config's run_dir); re-use it to resume")
+    parser.add_argument("--task-module", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first, so that tasks/models it registers can be used (repeatable)")
+
+
+def import_task_module(task: str, extra: list[str] = ()) -> None:
+    """Import the module(s) that register ``task`` (and any ``extra`` modules)."""
+    modules = list(extra)
+    if ":" not in task and task in TASK_MODULES:
+        modules.append(TASK_MODULES[task])
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise VoxsepError(f"task {task!r}: cannot import {name}: {err}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.checkpoint import load_checkpoint
+    from engine.config import load_config
+    from engine.train import BEST_PT, train
+
+    config = load_config(args.config, args.overrides, run_dir=args.run_dir)
+    import_task_module(config["task"], args.task_module)
+    run_dir = train(config)
+    # DDP workers re-run this command; only the main process reports
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        print(f"run dir: {run_dir}")
+        best = run_dir / BEST_PT
+        if best.is_file():
+            ckpt = load_checkpoint(best)
+            shown = {k: v for k, v in ckpt["metrics"].items() if k.startswith("best/")}
+            for key, value in shown.items():
+                print(f"best {key[len('best/'):]}: {value:.6g} (step {ckpt['step']}, {best})")
+            if not shown:
+                print(f"model: {best} (step {ckpt['step']})")
+    return 0
