@@ -1,0 +1,753 @@
+"""Mixtures of 1..C talkers in the wsj0-mix and LibriMix styles.
+
+The gain rules, length rules, noise and peak scaling live here as small functions so that the
+offline generator (:func:`make_mixtures`, the ``voxsep mix`` command) and on-the-fly dynamic
+mixing (:class:`separation.data.DynamicMixingDataset`) apply the very same recipe.
+
+Conventions (see the wsj0-mix scripts of Hershey et al. 2016, arXiv 1508.04306, and LibriMix,
+Cosentino et al. 2020, arXiv 2005.11262):
+
+* ``wsj0`` gains: every utterance is normalised to its ITU-T P.56 active speech level, then given
+  a random gain drawn uniformly within +-2.5 dB (so talkers differ by at most 5 dB).
+* ``librimix`` gains: every utterance is set to a loudness drawn uniformly in [-33, -25] LUFS
+  (ITU-R BS.1770).
+* ``min`` mode truncates every utterance to the shortest one, ``max`` zero-pads to the longest.
+* Optional noise is added at a uniform random SNR relative to the sum of the talkers.
+* Mixture, sources and noise then share one scale, ``0.9 / max(1, peak)`` where ``peak`` is the
+  largest absolute sample of any of them, so every written signal peaks at or below 0.9 and the
+  sources (plus noise) still add up to the mixture.
+
+Levels are measured on the segment that is written (after truncation or padding), so a source's
+``gains_db`` entry equals its measured level divided by the shared ``scale``.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from collections import OrderedDict, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from frontend import (
+    VoxsepError, active_speech_level, atomic_output, audio_info, find_audio_files, load_audio,
+    loudness, save_audio,
+)
+
+SPLITS = ("tr", "cv", "tt")
+SPLIT_ALIASES = {
+    "tr": "tr", "train": "tr", "training": "tr",
+    "cv": "cv", "valid": "cv", "validation": "cv", "dev": "cv",
+    "tt": "tt", "test": "tt", "eval": "tt",
+}
+GAIN_RULES = ("wsj0", "librimix")
+MODES = ("min", "max")
+NOISE_COLORS = ("white", "pink", "brown")
+FORMATS = ("float", "pcm16")
+WSJ0_GAIN_RANGE_DB = 2.5
+LIBRIMIX_LOUDNESS_RANGE = (-33.0, -25.0)
+PEAK_TARGET = 0.9
+PCM16_SCALE = 32768  # libsndfile reads 16-bit PCM as int / 32768
+
+
+def normalize_split(split: str) -> str:
+    """Map ``train``/``valid``/``test`` (contract 1) and ``tr``/``cv``/``tt`` to ``tr``/``cv``/``tt``."""
+    key = str(split).strip().lower()
+    if key not in SPLIT_ALIASES:
+        raise VoxsepError(f"unknown split {split!r} (expected one of {', '.join(SPLIT_ALIASES)})")
+    return SPLIT_ALIASES[key]
+
+
+def rate_folder(sample_rate: int) -> str:
+    """wsj0-mix folder name of a sample rate: 8000 -> ``wav8k``, 16000 -> ``wav16k``."""
+    return f"wav{sample_rate // 1000}k" if sample_rate % 1000 == 0 else f"wav{sample_rate}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Speech inputs
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One single-talker recording.
+
+    Attributes:
+        path: absolute path of the audio file.
+        speaker: talker identity (unique per voice).
+        split: ``tr``, ``cv`` or ``tt``.
+        uid: short id, the path relative to the input root without extension.
+        duration: seconds, when known from a manifest (else ``None``).
+    """
+
+    path: Path
+    speaker: str
+    split: str
+    uid: str
+    duration: float | None = None
+
+
+def load_utterance_manifest(path: str | os.PathLike) -> list[Utterance]:
+    """Read an utterance manifest (contract 1: jsonl with ``path``, ``speaker``, ``split``, ...).
+
+    Paths are relative to the manifest's folder. Raises :class:`VoxsepError` naming the manifest
+    and line for unreadable lines or missing keys.
+    """
+    path = Path(path)
+    root = path.parent
+    out = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise VoxsepError(f"{path}: cannot read manifest ({err.__class__.__name__})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            rel = rec["path"]
+            speaker = str(rec["speaker"])
+            split = normalize_split(rec["split"])
+        except (json.JSONDecodeError, KeyError, TypeError, VoxsepError) as err:
+            raise VoxsepError(f"{path}:{n}: not a valid utterance record ({_describe(err)})") from None
+        p = Path(rel)
+        full = p if p.is_absolute() else root / p
+        dur = rec.get("duration")
+        out.append(Utterance(full, speaker, split, str(Path(rel).with_suffix("")),
+                             float(dur) if dur is not None else None))
+    if not out:
+        raise VoxsepError(f"{path}: manifest lists no utterances")
+    return out
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, KeyError):
+        return f"missing key {err}"
+    if isinstance(err, json.JSONDecodeError):
+        return "invalid JSON"
+    return str(err)
+
+
+def assign_speaker_splits(
+    speakers: Iterable[str], splits: Sequence[str] = SPLITS,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+) -> dict[str, str]:
+    """Deterministic speaker-disjoint split: speaker id -> split.
+
+    Speakers are ordered by the SHA-1 of their id (independent of file order and of any seed)
+    and cut into consecutive groups sized by ``fractions`` (largest-remainder rounding, at least
+    one speaker per split when there are enough speakers).
+    """
+    speakers = sorted(set(speakers), key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+    if len(fractions) != len(splits):
+        raise VoxsepError(f"--split-fractions has {len(fractions)} values for {len(splits)} splits")
+    frac = np.asarray(fractions, dtype=float)
+    if (frac < 0).any() or frac.sum() <= 0:
+        raise VoxsepError("--split-fractions must be non-negative and not all zero")
+    frac = frac / frac.sum()
+    n = len(speakers)
+    raw = frac * n
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    # give every split with a positive fraction at least one speaker, taken from the largest
+    for i in range(len(splits)):
+        if counts[i] == 0 and frac[i] > 0 and counts.max() > 1:
+            counts[int(np.argmax(counts))] -= 1
+            counts[i] += 1
+    out, start = {}, 0
+    for split, k in zip(splits, counts):
+        for s in speakers[start:start + k]:
+            out[s] = split
+        start += k
+    return out
+
+
+def scan_speech_folder(
+    root: str | os.PathLike, speaker_rule: str | None = None, splits: Sequence[str] = SPLITS,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+) -> list[Utterance]:
+    """Single-talker files under ``root`` with their speaker and a speaker-disjoint split.
+
+    Args:
+        root: a LibriSpeech-style tree (``speaker/chapter/*.flac``: the speaker is the first
+            folder) or any folder of single-talker files.
+        speaker_rule: regular expression searched in each file's path relative to ``root``
+            (``/``-separated); its first group is the speaker id.
+        splits, fractions: which splits to fill and their shares of the speakers.
+    """
+    root = Path(root)
+    files = find_audio_files(root)
+    if not files:
+        raise VoxsepError(f"{root}: no audio files found")
+    rule = None
+    if speaker_rule is not None:
+        try:
+            rule = re.compile(speaker_rule)
+        except re.error as err:
+            raise VoxsepError(f"--speaker-rule {speaker_rule!r}: invalid regular expression ({err})") from None
+        if rule.groups < 1:
+            raise VoxsepError(f"--speaker-rule {speaker_rule!r} needs a group: (...) capturing the speaker id")
+    found = []
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        if rule is not None:
+            m = rule.search(rel)
+            if m is None or not m.group(1):
+                raise VoxsepError(f"{f}: path does not match --speaker-rule {speaker_rule!r}")
+            speaker = m.group(1)
+        else:
+            parts = rel.split("/")
+            if len(parts) < 2:
+                raise VoxsepError(
+                    f"{f}: cannot tell the speaker (expected speaker/.../file); give --speaker-rule")
+            speaker = parts[0]
+        found.append((f, speaker, str(Path(rel).with_suffix(""))))
+    split_of = assign_speaker_splits((s for _, s, _ in found), splits, fractions)
+    return [Utterance(f.resolve(), s, split_of[s], uid) for f, s, uid in found]
+
+
+def find_speech(
+    speech: str | os.PathLike, sample_rate: int, speaker_rule: str | None = None,
+    splits: Sequence[str] = SPLITS, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+) -> tuple[list[Utterance], Path]:
+    """Utterances from a manifest file, a corpus folder holding ``manifest_*.jsonl`` or a folder
+    of audio files. Returns the utterances and the root their ids are relative to."""
+    speech = Path(speech)
+    if not speech.exists():
+        raise VoxsepError(f"{speech}: no such file or folder")
+    if speech.is_file():
+        return load_utterance_manifest(speech), speech.parent
+    if speaker_rule is None:
+        manifests = sorted(speech.glob("manifest*.jsonl"))
+        preferred = speech / f"manifest_{sample_rate // 1000}k.jsonl"
+        if preferred.exists():
+            return load_utterance_manifest(preferred), speech
+        if manifests:
+            # highest rate first: resampling down loses nothing
+            def rate_of(p: Path) -> int:
+                m = re.search(r"(\d+)k", p.stem)
+                return int(m.group(1)) if m else 0
+            return load_utterance_manifest(max(manifests, key=rate_of)), speech
+    return scan_speech_folder(speech, speaker_rule, splits, fractions), speech
+
+
+def check_audio_files(paths: Sequence[Path], progress: bool = True) -> None:
+    """Read every file's header (cheap); raises :class:`frontend.AudioError` naming a bad file.
+
+    Catches missing, empty, non-audio and truncated-header files before anything is written;
+    decoding (which also catches NaN/Inf samples) happens when a file is first used.
+    """
+    from tqdm import tqdm
+
+    for p in tqdm(paths, desc="checking inputs", unit="file", disable=None if progress else True,
+                  leave=False, file=sys.stderr):
+        audio_info(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipe: gains, lengths, noise, shared scale
+
+
+def sample_levels_db(rng: np.random.Generator, n: int, gains: str = "wsj0") -> np.ndarray:
+    """Draw ``n`` target levels: dB re the active speech level (``wsj0``) or LUFS (``librimix``)."""
+    if gains == "wsj0":
+        return rng.uniform(-WSJ0_GAIN_RANGE_DB, WSJ0_GAIN_RANGE_DB, size=n)
+    if gains == "librimix":
+        lo, hi = LIBRIMIX_LOUDNESS_RANGE
+        return rng.uniform(lo, hi, size=n)
+    raise ValueError(f"gains must be one of {GAIN_RULES}, got {gains!r}")
+
+
+def measure_level(wav: torch.Tensor, sample_rate: int, gains: str = "wsj0") -> float:
+    """The level a gain rule controls: P.56 active speech level (dB) or BS.1770 loudness (LUFS)."""
+    if gains == "wsj0":
+        return active_speech_level(wav, sample_rate)
+    if gains == "librimix":
+        return loudness(wav, sample_rate)
+    raise ValueError(f"gains must be one of {GAIN_RULES}, got {gains!r}")
+
+
+def set_levels(
+    sources: torch.Tensor, sample_rate: int, levels_db: Sequence[float], gains: str = "wsj0",
+) -> torch.Tensor:
+    """Scale each row of ``sources`` (C, T) to its target level; silent rows stay silent.
+
+    Returns a float64 tensor (C, T).
+    """
+    out = sources.to(torch.float64).clone()
+    for i, target in enumerate(levels_db):
+        current = measure_level(out[i], sample_rate, gains)
+        if math.isfinite(current):
+            out[i] *= 10 ** ((float(target) - current) / 20)
+    return out
+
+
+def fit_lengths(wavs: Sequence[torch.Tensor], mode: str = "min") -> torch.Tensor:
+    """Stack 1-D signals as (C, T): ``min`` truncates to the shortest, ``max`` zero-pads to the longest."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    lengths = [int(w.shape[-1]) for w in wavs]
+    n = min(lengths) if mode == "min" else max(lengths)
+    out = torch.zeros(len(wavs), n, dtype=wavs[0].dtype)
+    for i, w in enumerate(wavs):
+        k = min(n, w.shape[-1])
+        out[i, :k] = w[:k]
+    return out
+
+
+def colored_noise(n_samples: int, color: str, rng: np.random.Generator) -> torch.Tensor:
+    """Unit-RMS Gaussian noise with a 1/f^alpha power spectrum: white (0), pink (1), brown (2).
+
+    Shaped in the frequency domain (the DC bin takes the lowest non-zero frequency's weight).
+    """
+    alpha = {"white": 0.0, "pink": 1.0, "brown": 2.0}.get(color)
+    if alpha is None:
+        raise ValueError(f"color must be one of {NOISE_COLORS}, got {color!r}")
+    white = rng.standard_normal(n_samples)
+    if alpha > 0 and n_samples > 2:
+        spec = np.fft.rfft(white)
+        f = np.arange(spec.shape[0], dtype=float)
+        f[0] = f[1]
+        spec /= f ** (alpha / 2)
+        white = np.fft.irfft(spec, n=n_samples)
+    white = white - white.mean() if alpha > 0 else white
+    rms = np.sqrt(np.mean(white ** 2))
+    return torch.from_numpy(white / max(rms, 1e-12))
+
+
+def scale_to_snr(noise: torch.Tensor, speech: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """Scale ``noise`` so that 10 log10(power(speech) / power(noise)) = ``snr_db``."""
+    p_speech = float(speech.to(torch.float64).pow(2).mean())
+    p_noise = float(noise.to(torch.float64).pow(2).mean())
+    if p_noise <= 0 or p_speech <= 0:
+        return noise * 0
+    return noise * math.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
+
+
+def shared_scale(signals: Sequence[torch.Tensor], peak_target: float = PEAK_TARGET) -> float:
+    """``peak_target / max(1, peak)`` over all ``signals``: the wsj0-mix anti-clipping scale."""
+    top = max(float(s.abs().max()) if s.numel() else 0.0 for s in signals)
+    return peak_target / max(1.0, top)
+
+
+@dataclass
+class Mixture:
+    """A rendered mixture: ``mix (T,)``, ``sources (C, T)``, optional ``noise (T,)`` (all float64,
+    already scaled), the shared ``scale`` and the levels the gain rule set (before the scale)."""
+
+    mix: torch.Tensor
+    sources: torch.Tensor
+    noise: torch.Tensor | None
+    scale: float
+    levels_db: list[float]
+
+
+def combine(
+    sources: torch.Tensor, noise: torch.Tensor | None = None, levels_db: Sequence[float] = (),
+    peak_target: float = PEAK_TARGET,
+) -> Mixture:
+    """Sum the sources (+ noise) and apply the shared peak scale to everything."""
+    sources = sources.to(torch.float64)
+    total = sources.sum(0) + (noise.to(torch.float64) if noise is not None else 0)
+    parts = [total, sources] + ([noise] if noise is not None else [])
+    scale = shared_scale(parts, peak_target)
+    sources = sources * scale
+    noise = noise.to(torch.float64) * scale if noise is not None else None
+    mix = sources.sum(0) + (noise if noise is not None else 0)
+    return Mixture(mix, sources, noise, scale, [float(x) for x in levels_db])
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning and rendering offline mixtures
+
+
+@dataclass
+class MixturePlan:
+    """Everything random about one mixture, drawn up front so rendering is a pure function."""
+
+    name: str
+    split: str
+    utterances: list[Utterance]
+    levels_db: list[float]
+    noise: dict | None = None  # {"kind": "colored", "color", "seed"} or {"kind": "file", "path", "offset"}
+    snr_db: float | None = None
+
+    @property
+    def n_src(self) -> int:
+        return len(self.utterances)
+
+
+def plan_mixtures(
+    utterances: Sequence[Utterance], n_src: int, split: str, n_mixtures: int, gains: str,
+    rng: np.random.Generator, noise: str = "none", noise_files: Sequence[Path] = (),
+    snr_range: tuple[float, float] = (10.0, 20.0),
+) -> list[MixturePlan]:
+    """Draw ``n_mixtures`` mixtures of ``n_src`` distinct talkers of ``split``."""
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utterances:
+        if u.split == split:
+            by_speaker[u.speaker].append(u)
+    speakers = sorted(by_speaker)
+    if len(speakers) < n_src:
+        raise VoxsepError(
+            f"split {split} has {len(speakers)} speaker(s); {n_src}-speaker mixtures need at least "
+            f"{n_src} (use more speakers, --splits, or --split-fractions)")
+    plans = []
+    for i in range(n_mixtures):
+        chosen = rng.choice(len(speakers), size=n_src, replace=False)
+        utts = [by_speaker[speakers[k]][rng.integers(len(by_speaker[speakers[k]]))] for k in chosen]
+        levels = sample_levels_db(rng, n_src, gains).tolist()
+        plan = MixturePlan(f"{n_src}spk_{split}_{i:06d}", split, utts, levels)
+        if noise != "none":
+            plan.snr_db = float(rng.uniform(*snr_range))
+            if noise == "dir":
+                plan.noise = {"kind": "file", "path": str(noise_files[rng.integers(len(noise_files))]),
+                              "offset": float(rng.random())}
+            else:
+                color = NOISE_COLORS[rng.integers(3)] if noise == "colored" else noise
+                plan.noise = {"kind": "colored", "color": color, "seed": int(rng.integers(2**63))}
+        plans.append(plan)
+    return plans
+
+
+class AudioCache:
+    """Decoded audio at one rate, kept in memory up to ``max_bytes`` (least recently used out)."""
+
+    def __init__(self, sample_rate: int, max_bytes: int = 512 * 2**20):
+        self.sample_rate = sample_rate
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+
+    def load(self, path: str | os.PathLike) -> torch.Tensor:
+        key = str(path)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        wav, _ = load_audio(path, sample_rate=self.sample_rate)
+        size = wav.numel() * wav.element_size()
+        if size <= self.max_bytes:
+            self._items[key] = wav
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.numel() * old.element_size()
+        return wav
+
+
+def excerpt(wav: torch.Tensor, n_samples: int, offset_fraction: float) -> torch.Tensor:
+    """``n_samples`` of ``wav`` starting at ``offset_fraction`` of the free room; loops a short file."""
+    if wav.shape[-1] < n_samples:
+        reps = -(-n_samples // wav.shape[-1])
+        return wav.repeat(reps)[:n_samples]
+    start = int(offset_fraction * (wav.shape[-1] - n_samples))
+    return wav[start:start + n_samples]
+
+
+def render_mixture(plan: MixturePlan, sample_rate: int, mode: str, gains: str,
+                   load: Callable[[Path], torch.Tensor]) -> Mixture:
+    """Load the plan's utterances and noise and apply the recipe (see the module docstring)."""
+    wavs = [load(u.path) for u in plan.utterances]
+    sources = fit_lengths(wavs, mode)
+    sources = set_levels(sources, sample_rate, plan.levels_db, gains)
+    noise = None
+    if plan.noise is not None:
+        n = sources.shape[-1]
+        if plan.noise["kind"] == "colored":
+            raw = colored_noise(n, plan.noise["color"], np.random.default_rng(plan.noise["seed"]))
+        else:
+            raw = excerpt(load(Path(plan.noise["path"])).to(torch.float64), n, plan.noise["offset"])
+        noise = scale_to_snr(raw, sources.sum(0), plan.snr_db)
+    return combine(sources, noise, plan.levels_db)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def quantize(mixture: Mixture, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Samples as written: float32 (``float``) or int16 (``pcm16``), the mixture being the sum of
+    the written sources (+ noise) - exactly for pcm16, to float32 rounding for float."""
+    if fmt == "float":
+        src = mixture.sources.to(torch.float32)
+        noise = mixture.noise.to(torch.float32) if mixture.noise is not None else None
+        total = src.to(torch.float64).sum(0) + (noise.to(torch.float64) if noise is not None else 0)
+        return (total.to(torch.float32).numpy(), src.numpy(),
+                noise.numpy() if noise is not None else None)
+    if fmt == "pcm16":
+        def q(x: torch.Tensor) -> np.ndarray:
+            return np.clip(np.round(x.numpy() * PCM16_SCALE), -32768, 32767).astype(np.int32)
+        src = q(mixture.sources)
+        noise = q(mixture.noise) if mixture.noise is not None else None
+        total = src.sum(0) + (noise if noise is not None else 0)
+        # peaks <= 0.9 leave room for the rounding of C + 1 signals, so no clipping happens here
+        return (total.astype(np.int16), src.astype(np.int16),
+                noise.astype(np.int16) if noise is not None else None)
+    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+def write_wav(path: Path, data: np.ndarray, sample_rate: int) -> None:
+    """Write float32 data as FLOAT wav, int16 data as 16-bit PCM wav (bit-exact), atomically."""
+    if data.dtype == np.int16:
+        with atomic_output(path) as tmp:
+            sf.write(str(tmp), data, sample_rate, subtype="PCM_16", format="WAV")
+    else:
+        save_audio(path, data, sample_rate, subtype="FLOAT")
+
+
+@dataclass
+class MixConfig:
+    """Settings of :func:`make_mixtures` (the ``voxsep mix`` flags)."""
+
+    speech: str
+    out: str
+    speakers: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    n_mixtures: dict[str, int] = field(default_factory=lambda: {"tr": 100, "cv": 20, "tt": 20})
+    sample_rate: int = 8000
+    mode: str = "min"
+    gains: str = "wsj0"
+    noise: str = "none"  # none | colored | white | pink | brown | a folder of noise files
+    snr: tuple[float, float] = (10.0, 20.0)
+    speaker_rule: str | None = None
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    seed: int = 0
+    workers: int = 1
+    format: str = "float"
+    overwrite: bool = False
+    progress: bool = True
+
+
+def _output_paths(plan: MixturePlan, cfg: MixConfig, has_noise: bool) -> dict[str, str]:
+    base = Path(f"{plan.n_src}speakers") / rate_folder(cfg.sample_rate) / cfg.mode / plan.split
+    name = f"{plan.name}.wav"
+    paths = {"mix": (base / "mix" / name).as_posix()}
+    for i in range(plan.n_src):
+        paths[f"s{i + 1}"] = (base / f"s{i + 1}" / name).as_posix()
+    if has_noise:
+        paths["noise"] = (base / "noise" / name).as_posix()
+    return paths
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(cfg: MixConfig, staging: str) -> None:
+    torch.set_num_threads(1)
+    _WORKER["cfg"] = cfg
+    _WORKER["staging"] = Path(staging)
+    _WORKER["cache"] = AudioCache(cfg.sample_rate)
+
+
+def _render_and_write(plan: MixturePlan) -> tuple[str, dict | str]:
+    """Worker task; returns ("ok", record) or ("error", message) (errors cross processes as text)."""
+    cfg: MixConfig = _WORKER["cfg"]
+    staging: Path = _WORKER["staging"]
+    try:
+        mixture = render_mixture(plan, cfg.sample_rate, cfg.mode, cfg.gains, _WORKER["cache"].load)
+        mix, src, noise = quantize(mixture, cfg.format)
+        paths = _output_paths(plan, cfg, noise is not None)
+        write_wav(staging / paths["mix"], mix, cfg.sample_rate)
+        for i in range(plan.n_src):
+            write_wav(staging / paths[f"s{i + 1}"], src[i], cfg.sample_rate)
+        if noise is not None:
+            write_wav(staging / paths["noise"], noise, cfg.sample_rate)
+    except VoxsepError as err:
+        return "error", str(err)
+    return "ok", {"plan": plan, "paths": paths, "length": int(mix.shape[-1]), "scale": mixture.scale}
+
+
+def _record(result: dict, cfg: MixConfig, speech_root: Path) -> dict:
+    plan: MixturePlan = result["plan"]
+    paths = result["paths"]
+    rec = {
+        "id": plan.name,
+        "mixture_path": paths["mix"],
+        "source_paths": [paths[f"s{i + 1}"] for i in range(plan.n_src)],
+        "n_src": plan.n_src,
+        "speakers": [u.speaker for u in plan.utterances],
+        "gains_db": [round(g, 6) for g in plan.levels_db],
+        "sample_rate": cfg.sample_rate,
+        "length": result["length"],
+        "split": plan.split,
+        "mode": cfg.mode,
+        "gain_rule": cfg.gains,
+        "scale": result["scale"],
+        "utterances": [_relative(u.path, speech_root) for u in plan.utterances],
+    }
+    if "noise" in paths:
+        rec["noise_path"] = paths["noise"]
+        rec["snr_db"] = round(plan.snr_db, 6)
+        rec["noise"] = (plan.noise["color"] if plan.noise["kind"] == "colored"
+                        else str(plan.noise["path"]))
+    return rec
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _prepare_out(out: Path, overwrite: bool, speech: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise VoxsepError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise VoxsepError(f"{out}: folder exists and is not empty (use --overwrite to replace it)")
+    speech_r, out_r = speech.resolve(), out.resolve()
+    if speech_r == out_r or out_r in speech_r.parents:
+        raise VoxsepError(f"{out}: output folder would contain (and replace) the speech input {speech}")
+
+
+def make_mixtures(cfg: MixConfig) -> dict[str, int]:
+    """Generate the mixture dataset described by ``cfg`` under ``cfg.out``.
+
+    Writes the wsj0-mix tree, LibriMix CSVs (``metadata/mixture_{split}_{C}spk.csv``), one jsonl
+    manifest per split (``manifest_{split}.jsonl``, contract 2) and ``mix_config.json``. Everything
+    is built in a hidden staging folder beside ``out`` that is renamed into place at the end, so a
+    failure leaves no partial output.
+
+    Returns:
+        Number of mixtures per split.
+
+    Raises:
+        VoxsepError: bad input file (named), too few speakers, existing output, bad settings.
+    """
+    from tqdm import tqdm
+
+    out = Path(cfg.out)
+    speech = Path(cfg.speech)
+    _check_config(cfg)
+    _prepare_out(out, cfg.overwrite, speech)
+    utterances, speech_root = find_speech(speech, cfg.sample_rate, cfg.speaker_rule, cfg.splits,
+                                          cfg.split_fractions)
+    noise_mode, noise_files = "none", []
+    if cfg.noise in ("none", "colored") or cfg.noise in NOISE_COLORS:
+        noise_mode = cfg.noise
+    else:
+        noise_dir = Path(cfg.noise)
+        if not noise_dir.is_dir():
+            raise VoxsepError(f"{noise_dir}: --noise must be none, colored, white, pink, brown or a folder")
+        noise_files = find_audio_files(noise_dir)
+        if not noise_files:
+            raise VoxsepError(f"{noise_dir}: no audio files found for --noise")
+        noise_mode = "dir"
+
+    check_audio_files([u.path for u in utterances] + list(noise_files), cfg.progress)
+    # plan everything first (cheap, deterministic), then render
+    plans: list[MixturePlan] = []
+    for c in cfg.speakers:
+        for k, split in enumerate(cfg.splits):
+            n = cfg.n_mixtures.get(split, 0)
+            if n <= 0:
+                continue
+            rng = np.random.default_rng([cfg.seed, c, SPLITS.index(split)])
+            plans += plan_mixtures(utterances, c, split, n, cfg.gains, rng, noise_mode, noise_files,
+                                   cfg.snr)
+    if not plans:
+        raise VoxsepError("nothing to make: --n-mixtures is 0 for every split")
+
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        results = []
+        bar = tqdm(total=len(plans), desc="mixing", unit="mix", disable=None if cfg.progress else True,
+                   file=sys.stderr)
+        with bar, _pool(cfg, staging) as imap:
+            for status, payload in imap(_render_and_write, plans):
+                if status == "error":
+                    raise VoxsepError(payload)
+                results.append(payload)
+                bar.update(1)
+        counts = _write_metadata(results, cfg, staging, speech_root)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return counts
+
+
+@contextlib.contextmanager
+def _pool(cfg: MixConfig, staging: Path):
+    """Yield an ordered ``imap``: in-process for one worker, a process pool otherwise."""
+    if cfg.workers <= 1:
+        saved = dict(_WORKER)
+        threads = torch.get_num_threads()
+        _init_worker(cfg, str(staging))
+        try:
+            yield map
+        finally:
+            _WORKER.clear()
+            _WORKER.update(saved)
+            torch.set_num_threads(threads)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # torch is not fork-safe once its thread pools exist
+    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, str(staging))) as pool:
+        yield lambda fn, items: pool.imap(fn, items, chunksize=4)
+
+
+def _check_config(cfg: MixConfig) -> None:
+    if cfg.mode not in MODES:
+        raise VoxsepError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+    if cfg.gains not in GAIN_RULES:
+        raise VoxsepError(f"--gains must be one of {', '.join(GAIN_RULES)}, got {cfg.gains!r}")
+    if cfg.format not in FORMATS:
+        raise VoxsepError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    if not cfg.speakers or min(cfg.speakers) < 1:
+        raise VoxsepError("--speakers must list counts >= 1")
+    if cfg.sample_rate <= 0:
+        raise VoxsepError(f"--sample-rate must be positive, got {cfg.sample_rate}")
+    for s in cfg.splits:
+        if s not in SPLITS:
+            raise VoxsepError(f"unknown split {s!r} (expected tr, cv, tt)")
+    if cfg.snr[0] > cfg.snr[1]:
+        raise VoxsepError(f"--snr range {cfg.snr[0]}-{cfg.snr[1]} is reversed")
+
+
+def _write_metadata(results: list[dict], cfg: MixConfig, staging: Path, speech_root: Path) -> dict[str, int]:
+    records = [_record(r, cfg, speech_root) for r in results]
+    counts: dict[str, int] = {}
+    for split in cfg.splits:
+        recs = [r for r in records if r["split"] == split]
+        if not recs:
+            continue
+        counts[split] = len(recs)
+        with atomic_output(staging / f"manifest_{split}.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+        for c in sorted({r["n_src"] for r in recs}):
+            rows = [r for r in recs if r["n_src"] == c]
+            has_noise = "noise_path" in rows[0]
+            header = (["mixture_ID", "mixture_path"] + [f"source_{i + 1}_path" for i in range(c)]
+                      + (["noise_path"] if has_noise else []) + ["length"])
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow(header)
+            for r in rows:
+                writer.writerow([r["id"], r["mixture_path"], *r["source_paths"]]
+                                + ([r["noise_path"]] if has_noise else []) + [r["length"]])
+            with atomic_output(staging / "metadata" / f"mixture_{split}_{c}spk.csv") as tmp:
+                tmp.write_text(buf.getvalue(), encoding="utf-8")
+    settings = asdict(cfg)
+    settings.update(speech=str(Path(cfg.speech).resolve()), out=str(Path(cfg.out)), counts=counts)
+    with atomic_output(staging / "mix_config.json") as tmp:
+        tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    return counts
