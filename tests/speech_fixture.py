@@ -95,3 +95,19 @@ def cached_tiny_corpus(tmp_path_factory, **kwargs) -> Path:
         folder = tmp_path_factory.mktemp("tiny_corpus")
         _CACHE[key] = make_tiny_corpus(folder, **kwargs)
     return _CACHE[key]
+
+
+_MIX_CACHE: dict[tuple, Path] = {}
+
+
+def cached_mixtures(tmp_path_factory, speech: Path, **settings) -> Path:
+    """``separation.mixing.make_mixtures`` output for ``speech``, built once per session per
+    ``settings`` (fields of ``separation.mixing.MixConfig``); returns the output folder."""
+    from separation.mixing import MixConfig, make_mixtures
+
+    key = (str(speech),) + tuple(sorted((k, repr(v)) for k, v in settings.items()))
+    if key not in _MIX_CACHE:
+        out = tmp_path_factory.mktemp("mixtures") / "out"
+        make_mixtures(MixConfig(speech=str(speech), out=str(out), progress=False, **settings))
+        _MIX_CACHE[key] = out
+    return _MIX_CACHE[key]
