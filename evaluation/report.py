@@ -1,0 +1,182 @@
+"""Summaries of per-mixture rows: JSON, Markdown tables (one per talker count), plots."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from evaluation.counting import confusion_matrix, count_aware_si_snri
+from frontend import atomic_output
+
+# (column in the rows, header in the Markdown table, format)
+TABLE_COLUMNS = [
+    ("si_snri", "SI-SNRi true count", "db"),
+    ("si_snri_est", "SI-SNRi est. count", "db"),
+    ("sdri", "SDRi", "db"),
+    ("siri", "SIRi", "db"),
+    ("sar", "SAR", "db"),
+    ("count_acc", "count acc.", "pct"),
+    ("false_per_mix", "false talkers / mix", "num"),
+    ("pesq_nb", "PESQ-NB", "num"),
+    ("pesq_wb", "PESQ-WB", "num"),
+    ("stoi", "STOI", "num"),
+    ("estoi", "ESTOI", "num"),
+    ("rtf", "RTF", "rtf"),
+]
+MEAN_COLUMNS = ["si_snr", "si_snri", "si_snri_est", "sdr", "sdri", "sir", "siri", "sar", "sari",
+                "pesq_nb", "pesq_wb", "stoi", "estoi", "count_prob_true"]
+
+COUNTING_RULE = (
+    "SI-SNRi (est. count): estimates are matched to references by the Hungarian algorithm on "
+    "SI-SNR; a reference left without an estimate scores 0 dB (the mixture as its estimate); "
+    "extra estimates are false talkers (not averaged). SI-SNRi/SDRi (true count): the output for "
+    "the true count. SDR/SIR/SAR: bss_eval v3 (mir_eval's definition and permutation); SAR is "
+    "shown as is, since a clean mixture has no artifacts (its SAR is the 100 dB cap). "
+    "RTF: separation time / audio duration (CPU). Oracle IBM/IRM: ideal binary / ratio masks "
+    "on a 32 ms STFT, the ceiling of mask-based separation.")
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _aggregate(rows: Sequence[Mapping]) -> dict:
+    out: dict = {"n": len(rows)}
+    for col in MEAN_COLUMNS:
+        vals = np.array([_float(r.get(col)) for r in rows if col in r], dtype=np.float64)
+        finite = vals[np.isfinite(vals)]
+        if vals.size:
+            out[col] = float(finite.mean()) if finite.size else float("nan")
+            if col in ("si_snri", "sdri"):
+                out[f"n_{col}"] = int(finite.size)
+    n_src = [int(_float(r["n_src"])) for r in rows]
+    n_est = [int(_float(r["n_est"])) for r in rows]
+    out["count_acc"] = float(np.mean([a == b for a, b in zip(n_src, n_est)])) if rows else float("nan")
+    out["false_per_mix"] = float(np.mean([_float(r["false"]) for r in rows])) if rows else float("nan")
+    out["missed_per_mix"] = float(np.mean([_float(r["missed"]) for r in rows])) if rows else float("nan")
+    seconds = np.array([_float(r["seconds"]) for r in rows])
+    duration = np.array([_float(r["duration_s"]) for r in rows])
+    ok = np.isfinite(seconds)
+    out["rtf"] = float(seconds[ok].sum() / duration[ok].sum()) if ok.any() and duration[ok].sum() > 0 else float("nan")
+    return out
+
+
+def summarize(rows: Mapping[str, Sequence[Mapping]], options=None, data_description: str = "") -> dict:
+    """Aggregate per-mixture rows ``{system: [row, ...]}`` per system and talker count."""
+    counts = sorted({int(_float(r["n_src"])) for rs in rows.values() for r in rs})
+    results, confusion = {}, {}
+    for name, rs in rows.items():
+        by_count = {str(c): _aggregate([r for r in rs if int(_float(r["n_src"])) == c]) for c in counts}
+        results[name] = {"all": _aggregate(rs), "by_count": by_count}
+        true = [int(_float(r["n_src"])) for r in rs]
+        est = [int(_float(r["n_est"])) for r in rs]
+        labels = list(range(min(true + est, default=1), max(true + est, default=1) + 1))
+        matrix, labels = confusion_matrix(true, est, labels)
+        confusion[name] = {"labels": labels, "matrix": matrix.tolist()}
+    return {
+        "data": data_description,
+        "systems": list(rows),
+        "counts": counts,
+        "metrics": dict(vars(options)) if options is not None else {},
+        "counting_rule": COUNTING_RULE,
+        "results": results,
+        "confusion": confusion,
+    }
+
+
+def _cell(value, kind: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.1f} %"
+    if kind == "rtf":
+        return f"{value:.3f}"
+    return f"{value:.2f}"
+
+
+def markdown_tables(summary: Mapping) -> str:
+    """The report: one Markdown table per talker count (a row per system), then all counts."""
+    lines = ["# Evaluation report", ""]
+    if summary.get("data"):
+        lines += [f"Data: {summary['data']}", ""]
+    present = [(c, h, k) for c, h, k in TABLE_COLUMNS
+               if any(c in res["all"] for res in summary["results"].values())]
+    sections = [(str(c), f"{c} talker{'s' if c != 1 else ''}") for c in summary["counts"]]
+    sections.append(("all", "All counts"))
+    for key, title in sections:
+        first = next(iter(summary["results"].values()))
+        n = (first["all"] if key == "all" else first["by_count"][key])["n"]
+        lines += [f"## {title} ({n} mixtures)", "",
+                  "| system | " + " | ".join(h for _, h, _ in present) + " |",
+                  "|---|" + "---:|" * len(present)]
+        for name, res in summary["results"].items():
+            agg = res["all"] if key == "all" else res["by_count"][key]
+            lines.append(f"| {name} | " + " | ".join(_cell(agg.get(c), k) for c, _, k in present) + " |")
+        lines.append("")
+    lines += [summary.get("counting_rule", ""), ""]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: Path, summary: Mapping, rows: Mapping[str, Sequence[Mapping]]) -> None:
+    """Write ``summary.json`` and ``report.md`` atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    with atomic_output(out_dir / "report.md") as tmp:
+        tmp.write_text(markdown_tables(summary))
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_plots(out_dir: Path, summary: Mapping, rows: Mapping[str, Sequence[Mapping]],
+                systems: Sequence, examples: Sequence[Mapping]) -> list[Path]:
+    """Confusion matrices, SI-SNRi distributions per count and example spectrograms."""
+    from evaluation.plots import plot_confusion, plot_distribution, plot_spectrograms
+    from evaluation.runner import safe_name
+
+    plot_dir = out_dir / "plots"
+    written = []
+    for s in systems:
+        if getattr(s, "oracle_count", False) or s.__class__.__name__ == "OracleMaskSystem":
+            continue  # outputs the true count by construction
+        conf = summary["confusion"][s.name]
+        written.append(plot_confusion(conf["matrix"], conf["labels"],
+                                      plot_dir / f"confusion_{safe_name(s.name)}.png",
+                                      title=f"count confusion: {s.name}"))
+    for col, label in (("si_snri", "SI-SNRi, true count (dB)"), ("si_snri_est", "SI-SNRi, estimated count (dB)")):
+        values = {name: {} for name in rows}
+        for name, rs in rows.items():
+            for r in rs:
+                values[name].setdefault(int(_float(r["n_src"])), []).append(_float(r[col]))
+        written.append(plot_distribution(values, plot_dir / f"{col}_by_count.png", ylabel=label))
+    for item in examples:
+        for s in systems:
+            out = s.run(item)
+            score = count_aware_si_snri(item["sources"], out.est, item["mix"])
+            # row i: the estimate matched to reference i (silence if missed), then false talkers
+            zeros = np.zeros_like(item["mix"])
+            ests = [out.est[k] if k >= 0 else zeros for k in score.perm]
+            ests += [out.est[k] for k in range(out.est.shape[0]) if k not in set(score.perm.tolist())]
+            titles = {"refs": [f"reference {i + 1}" for i in range(item["sources"].shape[0])],
+                      "ests": [f"estimate (SI-SNRi {score.si_snri[i]:.1f} dB)" if k >= 0
+                               else "missed (no estimate)" for i, k in enumerate(score.perm)]
+                      + ["false talker"] * score.false_talkers}
+            ests = np.stack(ests) if ests else np.zeros((0, zeros.shape[-1]))
+            written.append(plot_spectrograms(
+                item["mix"], item["sources"], ests, item["sample_rate"],
+                plot_dir / "examples" / f"{safe_name(item['id'])}__{safe_name(s.name)}.png", titles=titles))
+    return written
