@@ -1,0 +1,113 @@
+"""The "separation" training task (engine API): datasets, batches, loss and validation metrics.
+
+Config ``data`` section: one dataset spec for ``train`` and one (optional) for ``valid``, each a
+``type`` plus the keyword arguments of its class in :mod:`separation.data` (``sample_rate`` comes
+from the config's top level)::
+
+    data:
+      train: {type: dynamic, utterances: corpus/manifest_8k.jsonl, counts: [1, 2, 3, 4, 5],
+              segment: 4.0, epoch_size: 4000, seed: null}
+      valid: {type: manifest, manifests: [mixtures/valid.jsonl]}
+
+Types: ``dynamic`` (:class:`~separation.data.DynamicMixingDataset`: fresh mixtures of 1-5 talkers
+from an utterance manifest; ``seed: null`` draws new mixtures every epoch), ``manifest``
+(:class:`~separation.data.MixtureManifestDataset`), ``wsj0mix``
+(:class:`~separation.data.Wsj0MixDataset`), ``librimix`` (:class:`~separation.data.LibriMixDataset`).
+Relative paths are used as given (relative to the working directory).
+
+``task_options``: the fields of :class:`separation.losses.SeparationLossConfig`
+(``count_weight``, ``inactive_weight``, ``inactive_floor_db``, ``multi_scale``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from asteroid.losses import pairwise_neg_sisdr
+from torch import nn
+
+from engine.task import Task, register_task
+from frontend.errors import VoxsepError
+from separation import baselines  # noqa: F401  (registers the baseline models)
+from separation import model as _model  # noqa: F401  (registers svoice_multihead)
+from separation.data import (DynamicMixingDataset, LibriMixDataset, MixtureManifestDataset, Wsj0MixDataset,
+                             collate_mixtures)
+from separation.losses import SeparationLossConfig, pit_neg_sisdr, separation_loss
+
+DATASET_TYPES = {
+    "dynamic": DynamicMixingDataset,
+    "manifest": MixtureManifestDataset,
+    "wsj0mix": Wsj0MixDataset,
+    "librimix": LibriMixDataset,
+}
+
+
+def build_dataset(spec: Mapping[str, Any], sample_rate: int):
+    """Build one dataset from ``{type: ..., **kwargs}`` (see the module docstring)."""
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in DATASET_TYPES:
+        raise VoxsepError(f"separation data: type must be one of {sorted(DATASET_TYPES)}, got {kind!r}")
+    try:
+        return DATASET_TYPES[kind](sample_rate=sample_rate, **spec)
+    except TypeError as err:
+        raise VoxsepError(f"separation data ({kind}): bad options {spec}: {err}") from None
+
+
+def si_snr_improvement(est_sources: torch.Tensor, ref_sources: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """Per-item SI-SNR improvement (dB) of PIT-aligned estimates: ``(B, C, T)`` x2, ``(B, T)`` -> ``(B,)``."""
+    loss, _ = pit_neg_sisdr(est_sources, ref_sources)
+    mix_rep = mix.unsqueeze(1).expand_as(ref_sources)
+    baseline = -torch.diagonal(pairwise_neg_sisdr(mix_rep, ref_sources), dim1=1, dim2=2).mean(-1)
+    return -loss - baseline
+
+
+@register_task("separation")
+class SeparationTask(Task):
+    """Train separation models (multi-head MulCat or baselines) on mixtures of 1..C talkers."""
+
+    def __init__(self, **loss_options: Any):
+        try:
+            self.loss_config = SeparationLossConfig(**loss_options)
+        except TypeError as err:
+            raise VoxsepError(f"separation task_options: {err}") from None
+
+    def build_datasets(self, data_config: Mapping[str, Any], sample_rate: int):
+        if "train" not in data_config:
+            raise VoxsepError("separation data: a 'train' dataset spec is required")
+        train = build_dataset(data_config["train"], sample_rate)
+        valid = build_dataset(data_config["valid"], sample_rate) if data_config.get("valid") else None
+        return train, valid
+
+    def collate(self, batch: list) -> dict:
+        return collate_mixtures(batch)
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        heads = sorted({int(k) for k in batch["n_src"].tolist() if k > 0})
+        if getattr(model, "has_count_head", False):
+            heads = [k for k in heads if k <= model.max_speakers]
+        else:
+            heads = None  # baselines: their single max-count head
+        output = model(batch["mix"], lengths=batch["lengths"], heads=heads)
+        return separation_loss(output, batch["sources"], batch["n_src"], batch["mix"], batch["lengths"],
+                               config=self.loss_config, count_offset=getattr(model, "count_offset", 1))
+
+    @torch.no_grad()
+    def validation_metrics(self, model: nn.Module, batch: dict) -> dict[str, float]:
+        """Loss, SI-SNRi with the true count, and count accuracy (estimated count)."""
+        loss, logs = self.loss(model, batch)
+        mix, sources, n_src, lengths = batch["mix"], batch["sources"], batch["n_src"], batch["lengths"]
+        est_list, probs = model.separate_and_count(mix, [max(1, int(k)) for k in n_src])
+        count_acc = float((probs.argmax(-1).cpu() == n_src.cpu()).float().mean())
+        improvements = []
+        for b, est in enumerate(est_list):
+            k, n = int(n_src[b]), int(lengths[b])
+            if k == 0:
+                continue
+            improvements.append(float(si_snr_improvement(est[None, :, :n], sources[b:b + 1, :k, :n],
+                                                         mix[b:b + 1, :n])[0]))
+        metrics = {**logs, "loss": float(loss), "count_acc_est": count_acc}
+        if improvements:
+            metrics["si_snri"] = sum(improvements) / len(improvements)
+        return metrics

@@ -1,0 +1,121 @@
+"""`voxsep separate IN... -o OUT`: separate the talkers of audio files (the count is estimated).
+
+For each input file ``NAME.ext`` it writes ``OUT/NAME/s1.wav .. sK.wav`` (32-bit float wav at the
+model's rate) and ``OUT/NAME/summary.json`` (count, count probabilities, durations, model), and
+prints one line. Inputs may be files or folders (searched recursively) at any rate and channel
+layout; they are read mono at the model's rate. Files longer than ``--window`` seconds are
+processed window by window in bounded memory (see :mod:`separation.inference`). A silent file
+has count 0 and no source files. A bad file is reported as one line and leaves no output; the
+other files are still separated, and the exit status is 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from frontend import find_audio_files
+from frontend.errors import VoxsepError
+from separation.inference import COUNT_VOTES, Separator
+
+DEFAULT_MODEL = "default"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `separate` and `count`."""
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders")
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|CKPT",
+                        help="bundled model name or checkpoint path (default: %(default)s)")
+    parser.add_argument("--window", type=float, default=8.0, metavar="S",
+                        help="longer files are processed in windows of S seconds (default 8)")
+    parser.add_argument("--overlap", type=float, default=1.0, metavar="S",
+                        help="overlap between windows in seconds (default 1)")
+    parser.add_argument("--count-method", choices=["head", "power"], default=None,
+                        help="count head, or SVoice's power threshold on the max-count head "
+                             "(default: the model's; baselines always use power)")
+    parser.add_argument("--count-vote", choices=COUNT_VOTES, default="mean",
+                        help="long files: average window probabilities (mean) or take the largest "
+                             "window count (max) (default mean)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("-o", "--out", default="separated", metavar="OUT",
+                        help="output folder (default: ./separated)")
+    parser.add_argument("--num-speakers", "-k", type=int, default=None, metavar="K",
+                        help="number of talkers, when known (skips counting)")
+
+
+def load_separator(args: argparse.Namespace) -> Separator:
+    """The model named by ``--model`` wrapped in a :class:`Separator` with the CLI's options."""
+    from voxsep.registry import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, ckpt = load_model(args.model, task="separation")
+    if args.count_method is not None:
+        model.count_method = args.count_method
+    if args.window <= 2 * args.overlap:
+        raise VoxsepError(f"--window ({args.window} s) must be longer than twice --overlap ({args.overlap} s)")
+    return Separator(model, sample_rate=int(ckpt["sample_rate"]), window=args.window, overlap=args.overlap,
+                     count_vote=args.count_vote, model_name=str(args.model))
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files named or found in folders, and one error line per input that gives none."""
+    files, errors = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = find_audio_files(path)
+            if not found:
+                errors.append(f"{path}: no audio files in this folder")
+            files.extend(found)
+        else:
+            files.append(path)  # a missing or bad file is reported when it is read
+    return files, errors
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """One output folder name per file: the file's stem, with ``_2``, ``_3``... for repeats."""
+    names, seen = [], {}
+    for f in files:
+        stem = f.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
+def report_error(err: Exception) -> None:
+    print(f"voxsep: error: {err}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    files, errors = expand_inputs(args.inputs)
+    for line in errors:
+        report_error(line)
+    separator = load_separator(args)
+    if args.num_speakers is not None and not 1 <= args.num_speakers <= separator.max_speakers:
+        raise VoxsepError(f"--num-speakers must be in 1..{separator.max_speakers} for this model")
+    out = Path(args.out)
+    failed = len(errors)
+    for path, name in zip(files, output_names(files)):
+        try:
+            with tqdm(total=None, unit="sample", unit_scale=True, desc=path.name, leave=False,
+                      disable=None, file=sys.stderr) as bar:
+                summary = separator.separate_file(path, out / name, args.num_speakers, progress=bar.update)
+        except VoxsepError as err:
+            if args.debug:
+                raise
+            report_error(err)
+            failed += 1
+            continue
+        k = summary["count"]
+        probs = summary["count_probabilities"]
+        confidence = f", p={probs[str(k)]:.2f}" if str(k) in probs else ""
+        print(f"{path}: {k} talker{'s' if k != 1 else ''}{confidence} -> {out / name}")
+    return 2 if failed else 0
