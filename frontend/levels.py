@@ -55,14 +55,18 @@ def active_speech_level(wav: torch.Tensor | np.ndarray, sample_rate: int) -> flo
     ok = active_counts > 0
     level_db[ok] = 10 * np.log10(total_energy / active_counts[ok] + _EPS)
     thr_db = 20 * np.log10(thresholds)
-    diff = level_db - thr_db  # grows as the threshold falls; crosses margin_db once
-    for j in range(1, n_thresholds):
-        if ok[j - 1] and ok[j] and diff[j - 1] < margin_db <= diff[j]:
-            # interpolate between thresholds j-1 and j on the difference
-            t = (margin_db - diff[j - 1]) / (diff[j] - diff[j - 1])
-            return float(level_db[j - 1] + t * (level_db[j] - level_db[j - 1]))
-        if not ok[j - 1] and ok[j] and diff[j] >= margin_db:
-            return float(level_db[j])
+    diff = level_db - thr_db  # large at low thresholds, falls as the threshold rises
+    # like sv56, scan from the lowest threshold upwards and stop at the first one where the level
+    # is no longer M dB above it (at the highest thresholds few samples are active and the
+    # difference can rise again, so a top-down scan finds a spurious crossing)
+    for j in range(n_thresholds - 1, -1, -1):
+        if not ok[j]:
+            break
+        if diff[j] <= margin_db:
+            if j == n_thresholds - 1:
+                return float(level_db[j])
+            t = (margin_db - diff[j + 1]) / (diff[j] - diff[j + 1])
+            return float(level_db[j + 1] + t * (level_db[j] - level_db[j + 1]))
     # very low-level signals: fall back to the long-term level over the whole signal
     return float(10 * np.log10(total_energy / n + _EPS))
 

@@ -94,3 +94,11 @@ def test_loudness_matches_torchaudio(speech):
     assert abs(loudness(wav * 0.5, sr) - (ref - 6.0206)) < 0.01
     assert loudness(torch.zeros(sr), sr) == -math.inf
     assert math.isfinite(loudness(wav[:1000], sr))  # shorter than one gating block
+
+
+def test_active_speech_level_is_scale_equivariant(speech):
+    wav, sr = speech
+    crop = wav[: sr]  # 1 s: few active samples at the top thresholds (a top-down scan failed here)
+    ref = active_speech_level(crop, sr)
+    for scale in (0.01, 0.3, 3.0, 30.0):
+        assert abs(active_speech_level(crop * scale, sr) - (ref + 20 * math.log10(scale))) < 0.05
