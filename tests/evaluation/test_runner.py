@@ -1,0 +1,189 @@
+"""The evaluation runner and `voxsep evaluate`: outputs, values, resuming, workers, estimate folders."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation import (CallableSystem, MetricOptions, OracleMaskSystem, count_aware_si_snri, evaluate,
+                        evaluate_systems, oracle_mask_separate)
+from frontend import save_audio
+from voxsep.cli import main as cli_main
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def irm(item):
+    return oracle_mask_separate(torch.as_tensor(item["mix"]), torch.as_tensor(item["sources"]), 8000, "irm")
+
+
+class Miscounter:
+    """IRM separation that drops the last talker of 3-talker mixtures (count 2 instead of 3)."""
+
+    def __init__(self, items, fail_after=None):
+        self.by_mix = {float(it["mix"].abs().sum()): it for it in items}
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def _item(self, mix):
+        return self.by_mix[float(mix.abs().sum())]
+
+    def separate(self, mix):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise RuntimeError("model crashed")
+        self.calls += 1
+        item = self._item(mix)
+        est = irm(item)
+        return est[:2] if item["n_src"] == 3 else est
+
+    def separate_with_count(self, mix, k):
+        return irm(self._item(mix))[:k]
+
+    def count_probs(self, mix):
+        return torch.tensor([0.0, 0.0, 0.7, 0.3])  # P(0..3 talkers)
+
+
+def test_runner_writes_every_output_with_the_documented_values(speech_items, tmp_path):
+    model = Miscounter(speech_items)
+    systems = [OracleMaskSystem("ibm"), OracleMaskSystem("irm"),
+               CallableSystem("miscounter", model.separate, model.separate_with_count, model.count_probs)]
+    res = evaluate_systems(speech_items, systems, tmp_path, progress=False, n_examples=1)
+    rows = {name: read_rows(tmp_path / "rows" / f"{name.replace(' ', '_')}.csv")
+            for name in ("oracle IBM", "oracle IRM", "miscounter")}
+    assert all(len(r) == 4 for r in rows.values())
+    for item, row, irm_row in zip(speech_items, rows["miscounter"], rows["oracle IRM"]):
+        refs, mix = item["sources"].numpy(), item["mix"].numpy()
+        assert row["id"] == item["id"]
+        true = count_aware_si_snri(refs, irm(item).numpy(), mix)
+        est = count_aware_si_snri(refs, irm(item).numpy()[:2], mix)
+        assert float(row["si_snri"]) == pytest.approx(true.mean_si_snri, abs=1e-5)
+        assert float(row["si_snri_est"]) == pytest.approx(est.mean_si_snri, abs=1e-5)
+        assert float(row["si_snri"]) == pytest.approx(float(irm_row["si_snri"]), abs=1e-6)
+        assert int(row["n_est"]) == 2 and int(row["missed"]) == item["n_src"] - 2
+        assert float(row["count_prob_true"]) == pytest.approx(0.7 if item["n_src"] == 2 else 0.3)
+        for col in ("sdri", "siri", "pesq_nb", "stoi", "estoi", "rtf"):
+            assert np.isfinite(float(row[col])), col
+        if item["n_src"] == 3:  # the missed talker scores 0 dB: the mean drops by a third or more
+            assert float(row["si_snri_est"]) < float(row["si_snri"]) * 0.8
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"] == [2, 3]
+    mis = summary["results"]["miscounter"]
+    assert mis["by_count"]["2"]["count_acc"] == 1.0 and mis["by_count"]["3"]["count_acc"] == 0.0
+    assert mis["all"]["count_acc"] == 0.5
+    assert mis["by_count"]["3"]["si_snri"] == pytest.approx(
+        np.mean([float(r["si_snri"]) for r in rows["miscounter"] if r["n_src"] == "3"]), abs=1e-5)
+    assert summary["confusion"]["miscounter"] == {"labels": [2, 3], "matrix": [[2, 0], [2, 0]]}
+    ibm = summary["results"]["oracle IBM"]["all"]
+    assert ibm["count_acc"] == 1.0 and ibm["si_snri"] > 8  # the oracle ceiling is high
+    report = (tmp_path / "report.md").read_text()
+    for text in ("## 2 talkers (2 mixtures)", "## 3 talkers (2 mixtures)", "## All counts (4 mixtures)",
+                 "| oracle IBM |", "| miscounter |", "SI-SNRi est. count", "PESQ-NB", "Hungarian"):
+        assert text in report
+    plots = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "plots").rglob("*.png"))
+    assert plots == ["plots/confusion_miscounter.png",
+                     "plots/examples/mix000_2spk__miscounter.png",
+                     "plots/examples/mix000_2spk__oracle_IBM.png",
+                     "plots/examples/mix000_2spk__oracle_IRM.png",
+                     "plots/si_snri_by_count.png", "plots/si_snri_est_by_count.png"]
+    assert all((tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+    assert res.summary == summary or res.summary["counts"] == summary["counts"]
+
+
+def test_interrupted_run_resumes_without_duplicates(speech_items, tmp_path):
+    options = MetricOptions(bss=False, pesq=False, stoi=False)
+    crashing = Miscounter(speech_items, fail_after=2)
+    with pytest.raises(RuntimeError, match="model crashed"):
+        evaluate(speech_items, crashing.separate, tmp_path, name="m", progress=False, metrics=options,
+                 plots=False)
+    first = {name: read_rows(tmp_path / "rows" / f"{name}.csv") for name in ("m", "oracle_IBM")}
+    assert [r["id"] for r in first["m"]] == [it["id"] for it in speech_items[:2]]
+    assert len(first["oracle_IBM"]) == 2  # a mixture is written only when every system finished it
+    assert not (tmp_path / "summary.json").exists()
+    # a power cut in the middle of a line: the damaged line is dropped and that mixture redone
+    with open(tmp_path / "rows" / "m.csv", "a") as f:
+        f.write(f"{speech_items[2]['id']},3,2,0")
+    working = Miscounter(speech_items)
+    evaluate(speech_items, working.separate, tmp_path, name="m", progress=False, metrics=options, plots=False)
+    assert working.calls == 2  # only the mixtures that were not done
+    final = read_rows(tmp_path / "rows" / "m.csv")
+    assert [r["id"] for r in final] == [it["id"] for it in speech_items]
+    assert final[:2] == first["m"]
+    assert len(read_rows(tmp_path / "rows" / "oracle_IBM.csv")) == 4
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["results"]["m"]["all"]["n"] == 4
+
+
+def test_worker_processes_give_the_same_rows(speech_items, tmp_path):
+    options = MetricOptions(bss=True, pesq=False, stoi=False)
+    items = speech_items[:2]
+    for workers in (0, 1):
+        evaluate_systems(items, [OracleMaskSystem("irm")], tmp_path / f"w{workers}", workers=workers,
+                         progress=False, metrics=options, plots=False)
+    rows0 = read_rows(tmp_path / "w0" / "rows" / "oracle_IRM.csv")
+    rows1 = read_rows(tmp_path / "w1" / "rows" / "oracle_IRM.csv")
+    drop = ("seconds", "rtf")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows0] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in rows1]
+
+
+def write_dataset(items, root: Path) -> Path:
+    """A jsonl mixture manifest (contract 2) and a wsj0-mix tree of the same mixtures."""
+    lines = []
+    for it in items:
+        rel_mix = f"wav/{it['id']}/mix.wav"
+        rel_src = [f"wav/{it['id']}/s{i + 1}.wav" for i in range(it["n_src"])]
+        save_audio(root / rel_mix, it["mix"], 8000, subtype="FLOAT")
+        for rel, src in zip(rel_src, it["sources"]):
+            save_audio(root / rel, src, 8000, subtype="FLOAT")
+        lines.append(json.dumps({"id": it["id"], "mixture_path": rel_mix, "source_paths": rel_src,
+                                 "n_src": it["n_src"], "speakers": [], "gains_db": [], "sample_rate": 8000,
+                                 "length": int(it["mix"].shape[-1]), "split": "tt"}))
+        tree = root / "tree" / f"{it['n_src']}speakers" / "wav8k" / "min" / "tt"
+        save_audio(tree / "mix" / f"{it['id']}.wav", it["mix"], 8000, subtype="FLOAT")
+        for i, src in enumerate(it["sources"]):
+            save_audio(tree / f"s{i + 1}" / f"{it['id']}.wav", src, 8000, subtype="FLOAT")
+    (root / "manifest_tt.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "manifest_tt.jsonl"
+
+
+def test_cli_scores_estimate_folders_like_the_same_system_in_memory(speech_items, tmp_path, capsys):
+    manifest = write_dataset(speech_items, tmp_path / "data")
+    est_dir = tmp_path / "other_toolkit"
+    for it in speech_items:  # another program's output: IRM estimates, as files
+        for k, wav in enumerate(irm(it)):
+            save_audio(est_dir / it["id"] / f"s{k + 1}.wav", wav, 8000, subtype="FLOAT")
+    out = tmp_path / "eval"
+    rc = cli_main(["evaluate", "--estimates", f"files={est_dir}", "--data", str(manifest), "--out", str(out),
+                   "--workers", "0", "--no-pesq", "--no-stoi", "--no-plots"])
+    assert rc == 0
+    files = read_rows(out / "rows" / "files.csv")
+    memory = read_rows(out / "rows" / "oracle_IRM.csv")
+    assert [r["id"] for r in files] == [it["id"] for it in speech_items]
+    for a, b in zip(files, memory):
+        for col in ("si_snri", "si_snri_est", "sdri", "siri", "n_est"):
+            assert float(a[col]) == pytest.approx(float(b[col]), abs=1e-4), col
+    assert "| files |" in (out / "report.md").read_text()
+    # the wsj0-mix tree gives the same mixtures (ids are file names)
+    out2 = tmp_path / "eval2"
+    rc = cli_main(["evaluate", "--data", str(tmp_path / "data" / "tree"), "--out", str(out2), "--workers", "0",
+                   "--no-pesq", "--no-stoi", "--no-plots", "--counts", "3"])
+    assert rc == 0
+    tree_rows = read_rows(out2 / "rows" / "oracle_IRM.csv")
+    assert sorted(r["id"] for r in tree_rows) == sorted(it["id"] for it in speech_items if it["n_src"] == 3)
+    by_id = {r["id"]: r for r in memory}
+    for r in tree_rows:
+        assert float(r["si_snri"]) == pytest.approx(float(by_id[r["id"]]["si_snri"]), abs=1e-5)
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    assert cli_main(["evaluate", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"voxsep: error: {tmp_path / 'nope'}: no such file or folder"
+    assert cli_main(["evaluate", "--estimates", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
+    assert "estimates folder does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
