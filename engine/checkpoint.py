@@ -29,7 +29,6 @@ import dataclasses
 import os
 import pickle
 import platform
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -226,7 +225,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         lines = [line.strip() for line in str(err).splitlines() if "WeightsUnpickler error" in line]
         reason = lines[0].split(". ")[0][:160] if lines else "truncated or corrupt file"
         raise VoxsepError(f"{path}: not a readable checkpoint: {reason}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except Exception as err:  # noqa: BLE001  (any deserialisation failure: RuntimeError, EOFError, KeyError...)
         detail = (str(err).strip().split(". ")[0].splitlines() or [type(err).__name__])[0][:120]
         raise VoxsepError(f"{path}: not a readable checkpoint: truncated or corrupt file ({detail})") from None
     if not isinstance(ckpt, dict):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,21 @@ _TRAINER_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML safe loader that also reads ``1e-3`` as a float (PyYAML's YAML 1.1 needs ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_overrides(overrides: Iterable[str]) -> list[tuple[list[str], Any]]:
     """Parse ``key.sub=value`` strings; values are YAML (``3`` int, ``1e-3`` float, ``[1,2]`` list)."""
     parsed = []
@@ -87,7 +103,7 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[list[str], Any]]:
         if not sep or not all(keys):
             raise VoxsepError(f"bad override {item!r}: expected key.sub=value")
         try:
-            parsed.append((keys, yaml.safe_load(value) if value.strip() else None))
+            parsed.append((keys, _load_yaml(value) if value.strip() else None))
         except yaml.YAMLError as err:
             raise VoxsepError(f"bad override {item!r}: value is not YAML ({_one_line(err)})") from None
     return parsed
@@ -119,7 +135,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise VoxsepError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise VoxsepError(f"{path}: invalid YAML: {_one_line(err)}") from None
     if not isinstance(data, dict):
@@ -229,11 +245,11 @@ def resolve_config(raw: Mapping[str, Any]) -> dict:
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    """``{"a": {"b": 1}, "c": {}}`` -> ``{"a.b": 1}`` (lists stay values; empty sections vanish)."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
+        if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value

@@ -80,10 +80,12 @@ class TaskModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logs = self.task.loss(self.model, batch)
         size = self.task.batch_size(batch)
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        # sync_dist: epoch averages over all DDP processes (a no-op on one process)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size,
+                 sync_dist=True)
         for key, value in logs.items():
             if key != "loss":
-                self.log(f"train/{key}", float(value), on_step=True, on_epoch=True, batch_size=size)
+                self.log(f"train/{key}", float(value), on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -179,6 +181,7 @@ class RunFiles(pl.Callback):
         self.best: float | None = None
         self.best_step = -1
         self._start = time.monotonic()
+        self._epoch_lr: float | None = None
 
     # -- state kept in last.ckpt
     def state_dict(self) -> dict[str, Any]:
@@ -227,6 +230,10 @@ class RunFiles(pl.Callback):
         self._append({"event": event, "epoch": trainer.current_epoch, "step": trainer.global_step,
                       "world_size": trainer.world_size, "time": time.time()})
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
+        # Lightning steps epoch schedulers before on_train_epoch_end: note the lr this epoch uses now
+        self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
         if not trainer.sanity_checking:
             self._maybe_best(trainer, pl_module)
@@ -242,8 +249,7 @@ class RunFiles(pl.Callback):
                 metrics[key] = value
             elif key.endswith("_epoch"):
                 metrics[key[: -len("_epoch")]] = value
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-        self._append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lr": lr,
+        self._append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lr": self._epoch_lr,
                       "elapsed_s": round(time.monotonic() - self._start, 3), **metrics})
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: TaskModule, checkpoint: dict[str, Any]) -> None:
@@ -299,15 +305,15 @@ def train(config: Mapping[str, Any]) -> Path:
     resume = last_ckpt.is_file()
     if resume and (run_dir / CONFIG).is_file():
         check_resumable(read_yaml(run_dir / CONFIG), config, run_dir / CONFIG)
-    if _is_global_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(run_dir)
-        save_config(config, run_dir / CONFIG)
-
+    # build everything that can fail on user input before the run folder is written
     pl.seed_everything(trainer_cfg["seed"], workers=True, verbose=False)
     task = get_task(config["task"], config["task_options"])
     model = task.build_model(config["model"]["name"], config["model"]["config"])
     train_loader, valid_loader = _loaders(task, config)
+    if _is_global_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(run_dir)
+        save_config(config, run_dir / CONFIG)
 
     ckpt_every = trainer_cfg["checkpoint_every_n_steps"]
     checkpointing = ModelCheckpoint(

@@ -1,0 +1,191 @@
+"""engine.train / `voxsep train`: run folder, checkpoints, history, auto-resume, kill -9, DDP."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint, model_from_checkpoint
+from engine.config import read_yaml, resolve_config
+from engine.train import AtomicCheckpointIO, read_history, train
+from frontend.errors import VoxsepError
+from tests.engine import toy_task
+from voxsep.cli import main
+from tests.engine.conftest import REPO, run_voxsep, toy_config, voxsep_cmd, voxsep_env, write_config
+
+
+def _epochs(run_dir):
+    return [r for r in read_history(run_dir) if "event" not in r]
+
+
+def _val_mse(model, n_valid=16):
+    valid = toy_task.ToyRegressionTask().build_datasets({"n_valid": n_valid}, 8000)[1]
+    with torch.no_grad():
+        return torch.nn.functional.mse_loss(model(valid.x), valid.y).item()
+
+
+def test_training_writes_the_run_folder_and_learns(tmp_path):
+    run_dir = tmp_path / "run"
+    config = toy_config(run_dir, max_epochs=4)
+    assert train(config) == run_dir
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "last.ckpt", "last.pt", "best.pt", "history.jsonl", "logs"} <= names
+    assert not [n for n in names if n.startswith(".")]  # no temp files left
+    assert read_yaml(run_dir / "config.yaml") == resolve_config(config)
+
+    epochs = _epochs(run_dir)
+    assert [r["epoch"] for r in epochs] == [0, 1, 2, 3] and [r["step"] for r in epochs] == [8, 16, 24, 32]
+    # StepLR(step_size=2, gamma=0.9): the lr used in each epoch
+    assert [r["lr"] for r in epochs] == pytest.approx([0.05, 0.05, 0.045, 0.045])
+    val = [r["val/loss"] for r in epochs]
+    assert val[-1] < val[0] / 5, val
+    assert all(r["val/mse"] == pytest.approx(r["val/loss"]) for r in epochs)
+    assert epochs[-1]["train/loss"] < epochs[0]["train/loss"] / 5
+
+    # CSV log: per-step training loss and per-epoch validation loss, matching the history
+    (metrics_csv,) = (run_dir / "logs").glob("version_*/metrics.csv")
+    rows = list(csv.DictReader(metrics_csv.open()))
+    steps = [r for r in rows if r.get("train/loss_step")]
+    assert len(steps) == 32 // 2  # log_every_n_steps: 2
+    logged_val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert logged_val == pytest.approx(val)
+
+    # last.pt = the final model; best.pt = the model with the lowest validation loss, which it reproduces
+    last, best = load_checkpoint(run_dir / "last.pt"), load_checkpoint(run_dir / "best.pt")
+    assert last["step"] == 32 and last["task"] == "toy_regression" and last["model_name"] == "toy_linear"
+    assert last["model_config"] == {"in_features": 4, "out_features": 1}
+    assert last["train_config"] == resolve_config(config)
+    best_epoch = min(epochs, key=lambda r: r["val/loss"])
+    assert best["step"] == best_epoch["step"]
+    assert best["metrics"]["best/val/loss"] == pytest.approx(best_epoch["val/loss"])
+    assert _val_mse(model_from_checkpoint(best)) == pytest.approx(best_epoch["val/loss"], rel=1e-5)
+    lightning = torch.load(run_dir / "last.ckpt", weights_only=True)
+    assert lightning["global_step"] == 32 and lightning["voxsep_config"] == resolve_config(config)
+
+    # re-running the finished run does no more steps and leaves its files as they were
+    before = read_history(run_dir)
+    last_bytes = (run_dir / "last.pt").read_bytes()
+    train(config)
+    assert read_history(run_dir) == before
+    assert (run_dir / "last.pt").read_bytes() == last_bytes
+
+    # longer run: resumes at step 32 and goes on; a change that matters is refused
+    with pytest.raises(VoxsepError, match=r"cannot resume, the config changed \(optim.lr: 0.05 -> 0.01\)"):
+        train({**config, "optim": {**config["optim"], "lr": 0.01}})
+    train(toy_config(run_dir, max_epochs=5))
+    assert [r["step"] for r in _epochs(run_dir)] == [8, 16, 24, 32, 40]
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 40
+    assert read_yaml(run_dir / "config.yaml")["trainer"]["max_epochs"] == 5
+
+
+def test_without_validation_best_follows_training_loss(tmp_path):
+    config = toy_config(tmp_path / "run", max_epochs=2)
+    config["data"]["n_valid"] = 0
+    config["optim"]["scheduler"] = {"name": "cosine"}
+    train(config)
+    epochs = _epochs(tmp_path / "run")
+    assert [r["lr"] for r in epochs] == pytest.approx([0.05, 0.025])  # cosine, T_max = max_epochs = 2
+    assert not any(k.startswith("val/") for r in epochs for k in r)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["metrics"]["best/train/loss_epoch"] == pytest.approx(min(r["train/loss"] for r in epochs))
+
+
+def test_atomic_checkpoint_io_never_leaves_a_partial_file(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(b"partial")
+        raise KeyboardInterrupt  # like a kill in the middle of the write
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_kill_9_then_rerun_resumes_from_the_saved_step(tmp_path):
+    run_dir = tmp_path / "run"
+    config = toy_config(run_dir, max_epochs=6, checkpoint_every_n_steps=4)
+    config["data"]["delay_s"] = 0.01  # ~0.1 s a step: the kill lands mid-run
+    path = write_config(tmp_path / "toy.yaml", config)
+    proc = subprocess.Popen(voxsep_cmd("train", str(path)), cwd=REPO, env=voxsep_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "last.ckpt").exists():
+            assert proc.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 60 s"
+            time.sleep(0.02)
+        time.sleep(0.15)  # let it get into the next steps
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    saved_step = torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"]
+    assert saved_step % 4 == 0 and 4 <= saved_step < 48
+    assert load_checkpoint(run_dir / "last.pt")["step"] == saved_step
+
+    result = run_voxsep("train", str(path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"run dir: {run_dir}" in result.stdout and "best val/loss:" in result.stdout
+    history = read_history(run_dir)
+    resume = [r for r in history if r.get("event") == "resume"]
+    assert len(resume) == 1 and resume[0]["step"] == saved_step
+    steps = [r["step"] for r in history if "event" not in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 48  # no epoch logged twice, run finished
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(run_dir / name)["model_name"] == "toy_linear"
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 48
+    assert torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] == 48
+    assert not list(run_dir.glob(".*"))  # stale temp files are cleaned up
+
+
+def test_voxsep_train_cli(tmp_path, capsys):
+    path = write_config(tmp_path / "toy.yaml", toy_config(tmp_path / "run", max_epochs=1))
+    assert main(["train", str(path), "trainer.max_epoch=3"]) == 2
+    known = ", ".join(resolve_config(toy_config(tmp_path))["trainer"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"voxsep: error: {path}: unknown key trainer.max_epoch (known: {known})")
+    assert not (tmp_path / "run").exists()
+    bad_task = write_config(tmp_path / "bad.yaml", {**toy_config(tmp_path / "run"), "task": "no_such_task"})
+    assert main(["train", str(bad_task)]) == 2
+    assert "unknown task 'no_such_task' (known tasks:" in capsys.readouterr().err
+    # overrides and --run-dir reach the run; stdout names the run folder and the best metric
+    assert main(["train", str(path), "trainer.max_epochs=2", "optim.lr=1e-2", "--run-dir", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    best = load_checkpoint(tmp_path / "cli" / "best.pt")
+    assert out[0] == f"run dir: {tmp_path / 'cli'}"
+    assert out[1].startswith(f"best val/loss: {best['metrics']['best/val/loss']:.6g} (step {best['step']},")
+    saved = read_yaml(tmp_path / "cli" / "config.yaml")
+    assert saved["optim"]["lr"] == 0.01 and saved["trainer"]["max_epochs"] == 2
+    assert saved["run_dir"] == str(tmp_path / "cli") and not (tmp_path / "run").exists()
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    run_dir = tmp_path / "ddp"
+    path = write_config(tmp_path / "toy.yaml", toy_config(run_dir, max_epochs=2, strategy="ddp", devices=2))
+    result = run_voxsep("train", str(path), timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run dir:") == 1  # only rank 0 reports
+    history = read_history(run_dir)
+    assert history[0]["event"] == "start" and history[0]["world_size"] == 2
+    # 64 examples, batch 8, split over 2 processes: 4 steps an epoch
+    assert [r["step"] for r in history if "event" not in r] == [4, 8]
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(run_dir / name)
+        assert ckpt["train_config"]["trainer"]["devices"] == 2
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 8
+    assert torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] == 8
+    assert json.loads((run_dir / "history.jsonl").read_text().splitlines()[-1])["step"] == 8
