@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.checkpoint import register_model
 from frontend import mulaw_decode, mulaw_encode
 
 OUTPUT_TYPES = ("mulaw", "logistic_mixture", "regression")
@@ -145,6 +146,11 @@ class ConditionUpsampler(nn.Module):
         return x
 
 
+def pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 ``conv`` applied to ``x (B, C, T)`` as a matrix product (fast for T = 1 and float64)."""
+    return F.linear(x.transpose(1, 2), conv.weight[:, :, 0], conv.bias).transpose(1, 2)
+
+
 class ResidualLayer(nn.Module):
     """One WaveNet layer: dilated conv -> + conditioning -> tanh * sigmoid -> 1x1 residual, 1x1 skip."""
 
@@ -173,16 +179,16 @@ class ResidualLayer(nn.Module):
         """Conditioning added before the gate: ``local (B, Cl, T)``, ``global (B, Cg, 1)``."""
         out = 0.0
         if self.local_proj is not None:
-            out = out + self.local_proj(local)
+            out = out + pointwise(self.local_proj, local)
         if self.global_proj is not None:
-            out = out + self.global_proj(global_emb)
+            out = out + pointwise(self.global_proj, global_emb)
         return out
 
     def gated_output(self, pre: torch.Tensor, x: torch.Tensor):
         """Shared by ``forward`` and ``step``: ``pre (B, 2G, T)`` -> (next residual input, skip)."""
         filt, gate = pre.split(self.gate_channels, dim=1)
         z = torch.tanh(filt) * torch.sigmoid(gate)
-        return x + self.residual(z), self.skip(z)
+        return x + pointwise(self.residual, z), pointwise(self.skip, z)
 
     def forward(self, x, local, global_emb):
         d = self.dilation
@@ -196,7 +202,10 @@ class ResidualLayer(nn.Module):
         # Tap i of the conv reads the input (k - 1 - i) * d samples back (causal layers only).
         idx = [(position - (self.kernel_size - 1 - i) * self.dilation) % size for i in range(self.kernel_size)]
         taps = buffer[:, :, idx]  # (B, R, k)
-        pre = F.conv1d(taps, self.dilated.weight, self.dilated.bias)  # (B, 2G, 1)
+        # the dilated conv evaluated at one output: a product with the flattened kernel
+        w = self.dilated.weight
+        pre = F.linear(taps.reshape(taps.shape[0], -1), w.reshape(w.shape[0], -1), self.dilated.bias)
+        pre = pre.unsqueeze(-1)  # (B, 2G, 1)
         return self.gated_output(pre + self.condition(local_t, global_emb), x_t)
 
 
@@ -217,6 +226,7 @@ class WaveNetState:
     global_emb: torch.Tensor | None
 
 
+@register_model("wavenet")
 class WaveNet(nn.Module):
     """WaveNet. ``forward(x (B, T), local_cond, global_cond) -> (B, output_channels, T)``.
 
@@ -225,8 +235,13 @@ class WaveNet(nn.Module):
     ``global_cond`` speaker ids ``(B,)`` (when ``n_speakers > 0``) or vectors ``(B, global_channels)``.
     """
 
-    def __init__(self, config: WaveNetConfig):
+    config_class = WaveNetConfig
+
+    def __init__(self, config: WaveNetConfig | None = None):
         super().__init__()
+        config = config if config is not None else WaveNetConfig()
+        if isinstance(config, dict):
+            config = WaveNetConfig.from_dict(config)
         self.config = config
         c = config
         if c.output == "mulaw":
@@ -240,6 +255,10 @@ class WaveNet(nn.Module):
         self.layers = nn.ModuleList(ResidualLayer(c, d) for d in c.dilations)
         self.head1 = nn.Conv1d(c.skip_channels, c.skip_channels, 1)
         self.head2 = nn.Conv1d(c.skip_channels, c.output_channels, 1)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "WaveNet":
+        return cls(WaveNetConfig.from_dict(config))
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -262,7 +281,7 @@ class WaveNet(nn.Module):
         if self.input_embedding is not None:
             codes = mulaw_encode(x, self.config.quantization_channels)
             return self.input_embedding(codes).transpose(1, 2)
-        return self.input_conv(x.unsqueeze(1))
+        return pointwise(self.input_conv, x.unsqueeze(1))
 
     def upsample_local(self, local_cond: torch.Tensor | None, n_samples: int, batch: int) -> torch.Tensor | None:
         """``local_cond (B, Cl, N)`` -> ``(B, Cl, n_samples)``; checks shapes."""
@@ -301,7 +320,7 @@ class WaveNet(nn.Module):
         return emb.unsqueeze(-1)
 
     def head(self, skip: torch.Tensor) -> torch.Tensor:
-        return self.head2(F.relu(self.head1(F.relu(skip))))
+        return pointwise(self.head2, F.relu(pointwise(self.head1, F.relu(skip))))
 
     # -- teacher-forced forward --------------------------------------------------------------------
     def forward(self, x: torch.Tensor, local_cond: torch.Tensor | None = None,
