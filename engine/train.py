@@ -37,6 +37,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -263,9 +264,9 @@ class RunFiles(pl.Callback):
             self._save(BEST_PT, trainer, pl_module)
 
 
-def _is_global_rank_zero() -> bool:
-    """Rank 0 before Lightning starts (DDP workers it launches have LOCAL_RANK/NODE_RANK set)."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+def is_global_rank_zero() -> bool:
+    """True in the main process; False in the DDP workers Lightning starts (RANK/LOCAL_RANK/SLURM_PROCID)."""
+    return rank_zero_only.rank == 0
 
 
 def _loaders(task: Task, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoader | None]:
@@ -310,7 +311,7 @@ def train(config: Mapping[str, Any]) -> Path:
     task = get_task(config["task"], config["task_options"])
     model = task.build_model(config["model"]["name"], config["model"]["config"])
     train_loader, valid_loader = _loaders(task, config)
-    if _is_global_rank_zero():
+    if is_global_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(run_dir)
         save_config(config, run_dir / CONFIG)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 
 from frontend.errors import VoxsepError
 
@@ -44,13 +43,13 @@ def import_task_module(task: str, extra: list[str] = ()) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.checkpoint import load_checkpoint
     from engine.config import load_config
-    from engine.train import BEST_PT, train
+    from engine.train import BEST_PT, is_global_rank_zero, train
 
     config = load_config(args.config, args.overrides, run_dir=args.run_dir)
     import_task_module(config["task"], args.task_module)
     run_dir = train(config)
     # DDP workers re-run this command; only the main process reports
-    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+    if is_global_rank_zero():
         print(f"run dir: {run_dir}")
         best = run_dir / BEST_PT
         if best.is_file():
