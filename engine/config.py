@@ -184,12 +184,27 @@ def _check_type(where: str, value: Any, types: tuple[type, ...], positive: bool,
         raise VoxsepError(f"{where} must be positive, got {value!r}")
 
 
+def _plain(value: Any) -> Any:
+    """Tuples -> lists and paths -> str, recursively: what a YAML round trip gives back."""
+    if isinstance(value, Mapping):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
 def resolve_config(raw: Mapping[str, Any]) -> dict:
     """Validate a config dict and fill in defaults (see the module docstring for the schema).
+
+    The result is plain YAML data (tuples become lists, paths strings), so it equals the
+    ``config.yaml`` saved from it once read back.
 
     Raises:
         VoxsepError: unknown section or key, missing required key, or a value of the wrong type.
     """
+    raw = _plain(raw)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise VoxsepError(f"unknown config section {unknown[0]!r} (known: {', '.join(SECTIONS)})")

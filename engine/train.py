@@ -80,6 +80,12 @@ class TaskModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logs = self.task.loss(self.model, batch)
+        if not torch.isfinite(loss.detach()).all():
+            # stop before the weights turn to NaN; last.ckpt still holds the last good state
+            raise VoxsepError(
+                f"{self.config['run_dir']}: training loss is {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}); lower optim.lr or set optim.grad_clip, then re-run to resume"
+            )
         size = self.task.batch_size(batch)
         # sync_dist: epoch averages over all DDP processes (a no-op on one process)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size,

@@ -111,3 +111,10 @@ def test_resume_rules(tmp_path):
         with pytest.raises(VoxsepError, match=f"c.yaml: cannot resume, the config changed \\({key}: "):
             check_resumable(old, new, "c.yaml")
     assert yaml.safe_load(yaml.safe_dump(old)) == old
+    # programmatic configs with tuples and paths resolve to what their saved YAML reads back as
+    programmatic = {**toy_config(tmp_path / "run"), "run_dir": tmp_path / "run"}
+    programmatic["data"]["range"] = (1, (2, 3))
+    resolved = resolve_config(programmatic)
+    assert resolved["run_dir"] == str(tmp_path / "run") and resolved["data"]["range"] == [1, [2, 3]]
+    save_config(resolved, tmp_path / "c.yaml")
+    assert check_resumable(read_yaml(tmp_path / "c.yaml"), resolve_config(programmatic), "c.yaml") == []

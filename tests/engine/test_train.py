@@ -189,3 +189,11 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert load_checkpoint(run_dir / "last.pt")["step"] == 8
     assert torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"] == 8
     assert json.loads((run_dir / "history.jsonl").read_text().splitlines()[-1])["step"] == 8
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    config = toy_config(tmp_path / "run", max_epochs=1)
+    config["task_options"] = {"loss_scale": float("nan")}
+    with pytest.raises(VoxsepError, match=r"run: training loss is nan at step 0 \(epoch 0\); lower optim.lr"):
+        train(config)
+    assert not (tmp_path / "run" / "last.pt").exists()
