@@ -414,7 +414,8 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
             in ``max_cache_bytes`` (estimated from the manifest durations).
 
     Items are those of :class:`MixtureDataset` (padded to the segment, with ``length``), plus
-    ``speakers`` (list of ids). With noise augmentation the mixture holds noise that is not in
+    ``speakers`` (list of ids), ``gains_db`` (the levels the gain rule set, before the shared
+    scale) and ``scale`` (the shared peak scale). With noise augmentation the mixture holds noise that is not in
     ``sources``; reverberation and filtering are applied to the sources themselves.
     """
 
@@ -516,7 +517,7 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
         seg = int(round(self.segment * self.sample_rate)) if self.segment is not None else None
         item = MixtureDataset._item(f"dm_e{self.epoch}_{index}", mixture.mix.to(torch.float32),
                                     mixture.sources.to(torch.float32), seg)
-        item["speakers"] = chosen
+        item.update(speakers=chosen, gains_db=mixture.levels_db, scale=mixture.scale)
         return item
 
     def _filter(self, sources: torch.Tensor, rng: np.random.Generator, cfg: dict) -> torch.Tensor:
