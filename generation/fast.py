@@ -73,14 +73,15 @@ def generate_naive(model: WaveNet, n_samples: int, temperature: float = 1.0, bat
     rf = model.receptive_field
     if uniforms is None:
         uniforms = draw_uniforms(batch_size, n_samples, generator)
-    history = torch.zeros(batch_size, rf)  # zeros = the left padding of forward
-    out = torch.empty(batch_size, n_samples)
+    dtype = next(model.parameters()).dtype
+    # inputs so far: the leading zero, then every generated sample; forward zero-pads the start
+    inputs = torch.zeros(batch_size, n_samples + 1, dtype=dtype)
     for t in range(n_samples):
-        raw = model(history)[:, :, -1]
+        raw = model(inputs[:, max(0, t + 1 - rf):t + 1])[:, :, -1]
         x, _ = sample_output(c.output, raw, temperature, uniforms[:, t], c.quantization_channels)
-        out[:, t] = x
-        history = torch.cat([history[:, 1:], x.unsqueeze(1).float()], dim=1)
-    return out
+        inputs[:, t + 1] = x
+    out = inputs[:, 1:]
+    return out.float()
 
 
 class FastGenerator:
