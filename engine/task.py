@@ -58,7 +58,11 @@ class Task:
         return checkpoint.build_model(model_name, model_config)
 
     def build_datasets(self, data_config: Mapping[str, Any], sample_rate: int) -> tuple[Dataset, Dataset | None]:
-        """Return ``(train_ds, valid_ds)`` (map-style datasets; ``valid_ds`` may be ``None``)."""
+        """Return ``(train_ds, valid_ds)`` (map-style datasets; ``valid_ds`` may be ``None``).
+
+        If ``train_ds`` has a ``set_epoch(epoch)`` method, the trainer calls it at the start of
+        every training epoch (and restarts DataLoader workers each epoch so that they see it).
+        """
         raise NotImplementedError
 
     def collate(self, batch: list) -> Any:

@@ -103,6 +103,12 @@ class TaskModule(pl.LightningModule):
         for key, value in metrics.items():
             self.log(f"val/{key}", float(value), on_epoch=True, prog_bar=key == "loss", sync_dist=True, batch_size=size)
 
+    def on_train_epoch_start(self) -> None:
+        # datasets that draw new examples per epoch (dynamic mixing) expose set_epoch(epoch)
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if callable(getattr(dataset, "set_epoch", None)):
+            dataset.set_epoch(self.current_epoch)
+
     def configure_optimizers(self) -> Any:
         return build_optimizer(self.model.parameters(), self.config, self.monitor_key)
 
@@ -283,10 +289,14 @@ def _loaders(task: Task, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoa
     workers = trainer_cfg["num_workers"]
     common = {
         "batch_size": trainer_cfg["batch_size"], "num_workers": workers, "collate_fn": task.collate,
-        "persistent_workers": workers > 0, "pin_memory": trainer_cfg["accelerator"] not in ("cpu",),
+        "pin_memory": trainer_cfg["accelerator"] not in ("cpu",),
     }
-    train_loader = DataLoader(train_ds, shuffle=True, drop_last=False, **common)
-    valid_loader = DataLoader(valid_ds, shuffle=False, **common) if valid_ds is not None and len(valid_ds) else None
+    # workers that live across epochs would never see set_epoch() called in the main process
+    per_epoch = callable(getattr(train_ds, "set_epoch", None))
+    train_loader = DataLoader(train_ds, shuffle=True, drop_last=False, persistent_workers=workers > 0 and not per_epoch,
+                              **common)
+    valid_loader = (DataLoader(valid_ds, shuffle=False, persistent_workers=workers > 0, **common)
+                    if valid_ds is not None and len(valid_ds) else None)
     return train_loader, valid_loader
 
 

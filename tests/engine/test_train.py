@@ -45,6 +45,7 @@ def test_training_writes_the_run_folder_and_learns(tmp_path):
     val = [r["val/loss"] for r in epochs]
     assert val[-1] < val[0] / 5, val
     assert all(r["val/mse"] == pytest.approx(r["val/loss"]) for r in epochs)
+    assert [r["train/data_epoch"] for r in epochs] == [0, 1, 2, 3]  # set_epoch called every epoch
     assert epochs[-1]["train/loss"] < epochs[0]["train/loss"] / 5
 
     # CSV log: per-step training loss and per-epoch validation loss, matching the history
@@ -84,13 +85,14 @@ def test_training_writes_the_run_folder_and_learns(tmp_path):
 
 
 def test_without_validation_best_follows_training_loss(tmp_path):
-    config = toy_config(tmp_path / "run", max_epochs=2)
+    config = toy_config(tmp_path / "run", max_epochs=2, num_workers=1)
     config["data"]["n_valid"] = 0
     config["optim"]["scheduler"] = {"name": "cosine"}
     train(config)
     epochs = _epochs(tmp_path / "run")
     assert [r["lr"] for r in epochs] == pytest.approx([0.05, 0.025])  # cosine, T_max = max_epochs = 2
     assert not any(k.startswith("val/") for r in epochs for k in r)
+    assert [r["train/data_epoch"] for r in epochs] == [0, 1]  # a DataLoader worker sees set_epoch too
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best["metrics"]["best/train/loss_epoch"] == pytest.approx(min(r["train/loss"] for r in epochs))
 

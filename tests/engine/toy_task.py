@@ -43,6 +43,10 @@ class RegressionSet(Dataset):
         self.x = torch.randn(n, dim, generator=gen)
         self.y = (self.x @ weight + 0.5 + noise * torch.randn(n, generator=gen)).unsqueeze(1)
         self.delay_s = delay_s
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.x)
@@ -50,7 +54,7 @@ class RegressionSet(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self.delay_s:
             time.sleep(self.delay_s)
-        return {"x": self.x[index], "y": self.y[index]}
+        return {"x": self.x[index], "y": self.y[index], "epoch": torch.tensor(float(self.epoch))}
 
 
 @register_task("toy_regression")
@@ -71,4 +75,5 @@ class ToyRegressionTask(Task):
     def loss(self, model, batch):
         mse = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
         loss = self.loss_scale * mse
-        return loss, {"mse": float(mse.detach())}
+        # data_epoch: the epoch the dataset was told (set_epoch), as seen by the batch
+        return loss, {"mse": float(mse.detach()), "data_epoch": float(batch["epoch"].mean())}
