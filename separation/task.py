@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from asteroid.losses import pairwise_neg_sisdr
 from torch import nn
+from torch.utils.data import Dataset
 
 from engine.task import Task, register_task
 from frontend.errors import VoxsepError
@@ -43,16 +44,36 @@ DATASET_TYPES = {
 }
 
 
+class FreshMixtures(Dataset):
+    """Dynamic mixing with new mixtures at every read: each item uses a random "epoch" of the
+    wrapped :class:`~separation.data.DynamicMixingDataset`, drawn from torch's generator (seeded
+    per DataLoader worker by the trainer, so runs are reproducible)."""
+
+    def __init__(self, dataset: DynamicMixingDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        self.dataset.set_epoch(int(torch.randint(0, 2**31 - 1, (1,))))
+        return self.dataset[index]
+
+
 def build_dataset(spec: Mapping[str, Any], sample_rate: int):
     """Build one dataset from ``{type: ..., **kwargs}`` (see the module docstring)."""
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind not in DATASET_TYPES:
         raise VoxsepError(f"separation data: type must be one of {sorted(DATASET_TYPES)}, got {kind!r}")
+    fresh = kind == "dynamic" and "seed" in spec and spec["seed"] is None
+    if fresh:
+        spec["seed"] = 0
     try:
-        return DATASET_TYPES[kind](sample_rate=sample_rate, **spec)
+        dataset = DATASET_TYPES[kind](sample_rate=sample_rate, **spec)
     except TypeError as err:
         raise VoxsepError(f"separation data ({kind}): bad options {spec}: {err}") from None
+    return FreshMixtures(dataset) if fresh else dataset
 
 
 def si_snr_improvement(est_sources: torch.Tensor, ref_sources: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
