@@ -6,11 +6,12 @@ from the config's top level)::
 
     data:
       train: {type: dynamic, utterances: corpus/manifest_8k.jsonl, counts: [1, 2, 3, 4, 5],
-              segment: 4.0, epoch_size: 4000, seed: null}
+              segment: 4.0, epoch_size: 4000, seed: 0}
       valid: {type: manifest, manifests: [mixtures/valid.jsonl]}
 
 Types: ``dynamic`` (:class:`~separation.data.DynamicMixingDataset`: fresh mixtures of 1-5 talkers
-from an utterance manifest; ``seed: null`` draws new mixtures every epoch), ``manifest``
+from an utterance manifest; the trainer calls ``set_epoch`` so every epoch has new mixtures,
+reproducible from ``seed``; ``seed: null`` draws new mixtures at every read instead), ``manifest``
 (:class:`~separation.data.MixtureManifestDataset`), ``wsj0mix``
 (:class:`~separation.data.Wsj0MixDataset`), ``librimix`` (:class:`~separation.data.LibriMixDataset`).
 Relative paths are used as given (relative to the working directory).

@@ -63,17 +63,27 @@ def test_task_batches_mix_counts_and_the_loss_uses_each_items_head(data):
     assert all(math.isfinite(v) for v in metrics.values())
 
 
-def test_debug_recipe_trains_and_its_checkpoint_separates(tmp_path, data):
+@pytest.mark.parametrize("recipe", ["tts_separation", "wsj0mix", "librimix"])
+def test_debug_recipe_trains_and_its_checkpoint_separates(tmp_path, data, recipe):
     corpus, mixtures = data
-    config = apply_overrides(read_yaml(REPO / "recipes/tts_separation/conf_debug.yaml"), [
-        f"run_dir={tmp_path / 'run'}", f"data.train.utterances={corpus}",
-        f"data.valid.manifests={mixtures / 'manifest_cv.jsonl'}", "trainer.num_workers=0"])
+    paths = {
+        "tts_separation": [f"data.train.utterances={corpus}", f"data.valid.manifests={mixtures / 'manifest_cv.jsonl'}"],
+        "wsj0mix": [f"data.train.root={mixtures}", f"data.valid.root={mixtures}"],
+        "librimix": [f"data.train.csv_paths=[{mixtures / 'metadata/mixture_tr_2spk.csv'}]",
+                     f"data.valid.csv_paths=[{mixtures / 'metadata/mixture_cv_2spk.csv'}]"],
+    }[recipe]
+    config = apply_overrides(read_yaml(REPO / "recipes" / recipe / "conf_debug.yaml"),
+                             [f"run_dir={tmp_path / 'run'}", "trainer.num_workers=0", *paths])
     run_dir = train(config)
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     epochs = [h for h in history if "epoch" in h and "val/loss" in h]
-    assert len(epochs) == 2 and all(math.isfinite(h["val/loss"]) for h in epochs)
+    n_epochs = config["trainer"]["max_epochs"]
+    assert len(epochs) == n_epochs and all(math.isfinite(h["val/loss"]) for h in epochs)
+    assert all(math.isfinite(h["val/si_snri"]) for h in epochs)
     model, ckpt = load_model(str(run_dir / "best.pt"), task="separation")
-    assert ckpt["task"] == "separation" and ckpt["step"] == 4  # 8 items / batch 4 x 2 epochs
+    n_train = len(get_task("separation").build_datasets(config["data"], 8000)[0])
+    steps_per_epoch = -(-n_train // config["trainer"]["batch_size"])
+    assert ckpt["task"] == "separation" and ckpt["step"] == steps_per_epoch * n_epochs
     mix = torch.randn(4000) * 0.1
     (est,) = model.separate(mix, 2)
     assert est.shape == (2, 4000) and torch.isfinite(est).all()
