@@ -699,10 +699,20 @@ def _pool(cfg: MixConfig, staging: Path):
             torch.set_num_threads(threads)
         return
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    ctx = mp.get_context("spawn")  # torch is not fork-safe once its thread pools exist
-    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, str(staging))) as pool:
-        yield lambda fn, items: pool.imap(fn, items, chunksize=4)
+    # spawn: torch is not fork-safe once its thread pools exist. An executor (unlike
+    # multiprocessing.Pool) fails instead of hanging when a worker dies.
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(cfg, str(staging))) as pool:
+        try:
+            yield lambda fn, items: pool.map(fn, items, chunksize=4)
+        except BrokenProcessPool:
+            raise RuntimeError("a mixing worker process died (out of memory?); rerun with --workers 1") from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_config(cfg: MixConfig) -> None:
