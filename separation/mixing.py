@@ -243,17 +243,35 @@ def find_speech(
     return scan_speech_folder(speech, speaker_rule, splits, fractions), speech
 
 
-def check_audio_files(paths: Sequence[Path], progress: bool = True) -> None:
-    """Read every file's header (cheap); raises :class:`frontend.AudioError` naming a bad file.
+FULL_CHECK_BYTES = 256 * 2**20
 
-    Catches missing, empty, non-audio and truncated-header files before anything is written;
-    decoding (which also catches NaN/Inf samples) happens when a file is first used.
+
+def check_audio_files(paths: Sequence[Path], check: str = "auto", progress: bool = True) -> None:
+    """Validate input files before anything is written; raises :class:`frontend.AudioError`
+    naming the first bad file.
+
+    Args:
+        check: ``header`` reads each header (catches missing, empty, non-audio and unreadable
+            files); ``full`` also decodes every file (catches corrupt data and NaN/Inf samples);
+            ``auto`` is ``full`` when the files total at most 256 MiB, else ``header`` (then a
+            bad sample in a file is still caught, and reported, when a mixture first uses it).
     """
     from tqdm import tqdm
 
-    for p in tqdm(paths, desc="checking inputs", unit="file", disable=None if progress else True,
-                  leave=False, file=sys.stderr):
-        audio_info(p)
+    if check not in ("auto", "full", "header"):
+        raise ValueError(f"check must be auto, full or header, got {check!r}")
+    if check == "auto":
+        total = 0
+        for p in paths:
+            with contextlib.suppress(OSError):
+                total += Path(p).stat().st_size
+        check = "full" if total <= FULL_CHECK_BYTES else "header"
+    for p in tqdm(paths, desc=f"checking inputs ({check})", unit="file",
+                  disable=None if progress else True, leave=False, file=sys.stderr):
+        if check == "full":
+            load_audio(p)
+        else:
+            audio_info(p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,6 +370,7 @@ class Mixture:
     noise: torch.Tensor | None
     scale: float
     levels_db: list[float]
+    noise_start: int | None = None  # first sample of a noise file's excerpt (0 when looped)
 
 
 def combine(
@@ -447,13 +466,14 @@ class AudioCache:
         return wav
 
 
-def excerpt(wav: torch.Tensor, n_samples: int, offset_fraction: float) -> torch.Tensor:
-    """``n_samples`` of ``wav`` starting at ``offset_fraction`` of the free room; loops a short file."""
+def excerpt(wav: torch.Tensor, n_samples: int, offset_fraction: float) -> tuple[torch.Tensor, int]:
+    """``n_samples`` of ``wav`` starting at ``offset_fraction`` of the free room, and the start;
+    a file shorter than ``n_samples`` is looped from its beginning (start 0)."""
     if wav.shape[-1] < n_samples:
         reps = -(-n_samples // wav.shape[-1])
-        return wav.repeat(reps)[:n_samples]
+        return wav.repeat(reps)[:n_samples], 0
     start = int(offset_fraction * (wav.shape[-1] - n_samples))
-    return wav[start:start + n_samples]
+    return wav[start:start + n_samples], start
 
 
 def render_mixture(plan: MixturePlan, sample_rate: int, mode: str, gains: str,
@@ -462,15 +482,17 @@ def render_mixture(plan: MixturePlan, sample_rate: int, mode: str, gains: str,
     wavs = [load(u.path) for u in plan.utterances]
     sources = fit_lengths(wavs, mode)
     sources = set_levels(sources, sample_rate, plan.levels_db, gains)
-    noise = None
+    noise, start = None, None
     if plan.noise is not None:
         n = sources.shape[-1]
         if plan.noise["kind"] == "colored":
             raw = colored_noise(n, plan.noise["color"], np.random.default_rng(plan.noise["seed"]))
         else:
-            raw = excerpt(load(Path(plan.noise["path"])).to(torch.float64), n, plan.noise["offset"])
+            raw, start = excerpt(load(Path(plan.noise["path"])).to(torch.float64), n, plan.noise["offset"])
         noise = scale_to_snr(raw, sources.sum(0), plan.snr_db)
-    return combine(sources, noise, plan.levels_db)
+    mixture = combine(sources, noise, plan.levels_db)
+    mixture.noise_start = start
+    return mixture
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,6 +549,7 @@ class MixConfig:
     workers: int = 1
     format: str = "float"
     overwrite: bool = False
+    check: str = "auto"  # input validation: auto | full | header (see check_audio_files)
     progress: bool = True
 
 
@@ -566,7 +589,8 @@ def _render_and_write(plan: MixturePlan) -> tuple[str, dict | str]:
             write_wav(staging / paths["noise"], noise, cfg.sample_rate)
     except VoxsepError as err:
         return "error", str(err)
-    return "ok", {"plan": plan, "paths": paths, "length": int(mix.shape[-1]), "scale": mixture.scale}
+    return "ok", {"plan": plan, "paths": paths, "length": int(mix.shape[-1]), "scale": mixture.scale,
+                  "noise_start": mixture.noise_start}
 
 
 def _record(result: dict, cfg: MixConfig, speech_root: Path) -> dict:
@@ -590,8 +614,11 @@ def _record(result: dict, cfg: MixConfig, speech_root: Path) -> dict:
     if "noise" in paths:
         rec["noise_path"] = paths["noise"]
         rec["snr_db"] = round(plan.snr_db, 6)
-        rec["noise"] = (plan.noise["color"] if plan.noise["kind"] == "colored"
-                        else str(plan.noise["path"]))
+        if plan.noise["kind"] == "colored":
+            rec["noise"] = plan.noise["color"]
+        else:
+            rec["noise"] = str(plan.noise["path"])
+            rec["noise_start"] = result["noise_start"]
     return rec
 
 
@@ -646,7 +673,7 @@ def make_mixtures(cfg: MixConfig) -> dict[str, int]:
             raise VoxsepError(f"{noise_dir}: no audio files found for --noise")
         noise_mode = "dir"
 
-    check_audio_files([u.path for u in utterances] + list(noise_files), cfg.progress)
+    check_audio_files([u.path for u in utterances] + list(noise_files), cfg.check, cfg.progress)
     # plan everything first (cheap, deterministic), then render
     plans: list[MixturePlan] = []
     for c in cfg.speakers:

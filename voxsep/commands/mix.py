@@ -84,6 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wav sample format: float (exact sums, default) or pcm16")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--check", choices=["auto", "full", "header"], default="auto",
+                        help="validate inputs first: full decodes every file (NaN, corrupt data), "
+                             "header reads headers only; auto = full up to 256 MiB of input")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
 
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         n_mixtures=parse_n_mixtures(args.n_mixtures, splits), sample_rate=args.sample_rate,
         mode=args.mode, gains=args.gains, noise=args.noise, snr=parse_range(args.snr, "--snr"),
         speaker_rule=args.speaker_rule, splits=splits, split_fractions=fractions, seed=args.seed,
-        workers=args.workers, format=args.format, overwrite=args.overwrite,
+        workers=args.workers, format=args.format, overwrite=args.overwrite, check=args.check,
     )
     counts = make_mixtures(cfg)
     total = sum(counts.values())
