@@ -163,14 +163,12 @@ class _ModelCallables:
 
 
 def _load_separator(spec: str):
-    import separation.inference as inference
-
-    if hasattr(inference, "load_separator"):
-        return inference.load_separator(spec)
+    """A :class:`separation.inference.Separator` for a bundled model name or checkpoint path."""
+    from separation.inference import Separator
     from voxsep.registry import load_model
 
-    model, _ = load_model(spec, "separation")
-    return inference.Separator(model, model_name=str(spec))
+    model, ckpt = load_model(spec, task="separation")
+    return Separator(model, sample_rate=int(ckpt["sample_rate"]), model_name=str(spec))
 
 
 def build_systems(models: list[str], estimates: list[str], sample_rate: int | None):
@@ -185,8 +183,8 @@ def build_systems(models: list[str], estimates: list[str], sample_rate: int | No
         elif sep.sample_rate != rate:
             raise VoxsepError(f"{spec}: model runs at {sep.sample_rate} Hz but the evaluation uses {rate} Hz")
         calls = _ModelCallables(sep)
-        systems.append(CallableSystem(Path(spec).stem if os.sep in spec or spec.endswith(".pt") else spec,
-                                      calls.separate, calls.separate_with_count, calls.count_probs))
+        name = Path(spec).stem if ("/" in spec or os.sep in spec or spec.endswith(".pt")) else spec
+        systems.append(CallableSystem(name, calls.separate, calls.separate_with_count, calls.count_probs))
     for entry in estimates:
         name, _, folder = entry.rpartition("=") if "=" in entry else ("", "", entry)
         systems.append(EstimatesDirSystem(folder, name=name or None))
