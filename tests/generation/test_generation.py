@@ -137,7 +137,7 @@ def test_learns_periodic_waveform_and_generates_it_exactly():
     model = WaveNet(config)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     crops = 8
-    for step in range(250):
+    for step in range(150):
         starts = torch.randint(0, 2000 - 100, (crops,))
         x = torch.stack([wave[s:s + 100] for s in starts.tolist()])
         loss = mulaw_cross_entropy(model(shift_right(x))[:, :, model.receptive_field:], x[:, model.receptive_field:])
