@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from frontend import VoxsepError, audio_info, load_audio, resample
 from separation.mixing import (
-    NOISE_COLORS, AudioCache, Utterance, colored_noise, combine, fit_lengths, load_utterance_manifest,
+    NOISE_COLORS, AudioCache, Utterance, colored_noise, combine, find_speech, fit_lengths,
     normalize_split, rate_folder, sample_levels_db, scale_to_snr, set_levels,
 )
 
@@ -396,7 +396,8 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
     at the start of every epoch to get new mixtures (otherwise every epoch repeats epoch 0).
 
     Args:
-        utterances: an utterance manifest (contract 1) or a list of
+        utterances: an utterance manifest (contract 1), a folder (as ``voxsep mix --speech``:
+            a corpus folder or a LibriSpeech-style tree, split 80/10/10 by speaker) or a list of
             :class:`separation.mixing.Utterance`.
         counts: talker counts to draw from (uniformly).
         segment: crop length in seconds (each utterance is cropped at a random offset), or
@@ -411,7 +412,8 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
         augment: ``None`` (off) or a dict enabling entries of :data:`DEFAULT_AUGMENT`, e.g.
             ``{"speed": {"prob": 1.0}, "reverb": True}``.
         cache: ``True``/``False``, or ``"auto"``: keep decoded utterances in memory when they fit
-            in ``max_cache_bytes`` (estimated from the manifest durations).
+            in ``max_cache_bytes`` (estimated from the manifest durations). Call :meth:`preload`
+            before a ``DataLoader`` forks its workers to decode once and share the cache.
 
     Items are those of :class:`MixtureDataset` (padded to the segment, with ``length``), plus
     ``speakers`` (list of ids), ``gains_db`` (the levels the gain rule set, before the shared
@@ -425,8 +427,11 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
                  epoch_size: int = 1000, seed: int = 0, split: str | None = "train",
                  augment: dict | None = None, cache: bool | str = "auto",
                  max_cache_bytes: int = 1 << 30):
-        utts = (load_utterance_manifest(utterances) if isinstance(utterances, (str, os.PathLike))
-                else list(utterances))
+        if isinstance(utterances, (str, os.PathLike)):
+            # a manifest, a corpus folder with manifest_*.jsonl, or a folder of single-talker files
+            utts = find_speech(utterances, sample_rate)[0]
+        else:
+            utts = list(utterances)
         if split is not None:
             wanted = normalize_split(split)
             utts = [u for u in utts if u.split == wanted]

@@ -28,7 +28,6 @@ SETTINGS = dict(speakers=[1, 2, 3], n_mixtures={"tr": 2, "cv": 2, "tt": 2}, mode
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
-    torch.set_num_threads(1)
     return cached_tiny_corpus(tmp_path_factory, **CORPUS)
 
 

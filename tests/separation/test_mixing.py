@@ -31,7 +31,6 @@ SETTINGS_B = dict(speakers=[2, 10], n_mixtures={"tr": 2}, splits=["tr"], mode="m
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
-    torch.set_num_threads(1)
     return cached_tiny_corpus(tmp_path_factory, **CORPUS)
 
 
