@@ -58,8 +58,9 @@ def _aggregate(rows: Sequence[Mapping]) -> dict:
     n_src = [int(_float(r["n_src"])) for r in rows]
     n_est = [int(_float(r["n_est"])) for r in rows]
     out["count_acc"] = float(np.mean([a == b for a, b in zip(n_src, n_est)])) if rows else float("nan")
-    out["false_per_mix"] = float(np.mean([_float(r["false"]) for r in rows])) if rows else float("nan")
-    out["missed_per_mix"] = float(np.mean([_float(r["missed"]) for r in rows])) if rows else float("nan")
+    for key, col in (("false_per_mix", "false"), ("missed_per_mix", "missed")):
+        vals = np.array([_float(r[col]) for r in rows])
+        out[key] = float(vals[np.isfinite(vals)].mean()) if np.isfinite(vals).any() else float("nan")
     seconds = np.array([_float(r["seconds"]) for r in rows])
     duration = np.array([_float(r["duration_s"]) for r in rows])
     ok = np.isfinite(seconds)

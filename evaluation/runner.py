@@ -89,6 +89,7 @@ def score_outputs(ref: np.ndarray, mix: np.ndarray, out: SystemOutput, sample_ra
     """All metrics of one system's output on one mixture, as one CSV row (without ``id``).
 
     Never raises for metric edge cases: an undefined value is ``NaN`` and ``note`` says why.
+    Estimates with NaN/Inf samples are scored as silence (noted).
     """
     n_src, length = ref.shape
     notes: list[str] = []
@@ -96,43 +97,57 @@ def score_outputs(ref: np.ndarray, mix: np.ndarray, out: SystemOutput, sample_ra
                            "duration_s": length / sample_rate, "seconds": out.seconds,
                            "rtf": out.seconds / (length / sample_rate)}
     row["count_ok"] = int(row["n_est"] == n_src)
-    est_score = count_aware_si_snri(ref, out.est, mix)
-    row.update(missed=est_score.missed, false=est_score.false_talkers,
-               si_snri_est=est_score.mean_si_snri)
     if out.count_probs is not None and n_src < out.count_probs.shape[0]:
         row["count_prob_true"] = float(out.count_probs[n_src])
-    nan_cols = ["si_snr", "si_snri"] + (BSS_COLUMNS if options.bss else [])
+    nan_cols = ["missed", "false", "si_snri_est", "si_snr", "si_snri"] + (BSS_COLUMNS if options.bss else [])
     if options.pesq:
         nan_cols.append("pesq_nb" if sample_rate == 8000 else "pesq_wb")
     if options.stoi:
         nan_cols += ["stoi", "estoi"]
     row.update({c: float("nan") for c in nan_cols})
+    est_all = _finite(out.est, notes)
+    est = None if out.est_true_count is None else _finite(out.est_true_count, notes)
+    try:
+        _score_into(row, notes, ref, mix, est_all, est, sample_rate, options)
+    except MetricError as err:  # e.g. a mixture of fewer than 2 samples
+        notes.append(str(err))
+    row["note"] = "; ".join(dict.fromkeys(notes))
+    return row
+
+
+def _finite(est: np.ndarray, notes: list[str]) -> np.ndarray:
+    if np.isfinite(est).all():
+        return est
+    notes.append("estimate had NaN/Inf samples (scored as silence)")
+    return np.where(np.isfinite(est), est, 0.0)
+
+
+def _score_into(row, notes, ref, mix, est_all, est, sample_rate, options) -> None:
+    est_score = count_aware_si_snri(ref, est_all, mix)
+    row.update(missed=est_score.missed, false=est_score.false_talkers, si_snri_est=est_score.mean_si_snri)
     if not np.isfinite(est_score.si_snri).all():
         notes.append("silent reference: its SI-SNR is undefined")
-    est = out.est_true_count
     if est is None:
         notes.append("no true-count output")
-    else:
-        true_score = count_aware_si_snri(ref, est, mix)
-        row.update(si_snr=true_score.mean_si_snr, si_snri=true_score.mean_si_snri)
-        if options.bss:
-            try:
-                bss = bss_eval(ref, est, mix)
-                row.update({c: _mean(bss[c]) for c in BSS_COLUMNS})
-            except MetricError as err:
-                notes.append(f"bss_eval: {err}")
-        pairs = [(c, int(k)) for c, k in enumerate(true_score.perm) if k >= 0]
-        if options.pesq:
-            key = "pesq_nb" if sample_rate == 8000 else "pesq_wb"
-            row[key] = _mean([pesq_scores(ref[c], est[k], sample_rate)[key] for c, k in pairs])
-            if not math.isfinite(row[key]):
-                notes.append("PESQ undefined (silent or shorter than 0.25 s)")
-        if options.stoi:
-            scores = [stoi_scores(ref[c], est[k], sample_rate) for c, k in pairs]
-            row["stoi"] = _mean([s["stoi"] for s in scores])
-            row["estoi"] = _mean([s["estoi"] for s in scores])
-    row["note"] = "; ".join(notes)
-    return row
+        return
+    true_score = count_aware_si_snri(ref, est, mix)
+    row.update(si_snr=true_score.mean_si_snr, si_snri=true_score.mean_si_snri)
+    if options.bss:
+        try:
+            bss = bss_eval(ref, est, mix)
+            row.update({c: _mean(bss[c]) for c in BSS_COLUMNS})
+        except MetricError as err:
+            notes.append(f"bss_eval: {err}")
+    pairs = [(c, int(k)) for c, k in enumerate(true_score.perm) if k >= 0]
+    if options.pesq:
+        key = "pesq_nb" if sample_rate == 8000 else "pesq_wb"
+        row[key] = _mean([pesq_scores(ref[c], est[k], sample_rate)[key] for c, k in pairs])
+        if not math.isfinite(row[key]):
+            notes.append("PESQ undefined (silent or shorter than 0.25 s)")
+    if options.stoi:
+        scores = [stoi_scores(ref[c], est[k], sample_rate) for c, k in pairs]
+        row["stoi"] = _mean([s["stoi"] for s in scores])
+        row["estoi"] = _mean([s["estoi"] for s in scores])
 
 
 def _score_job(job: dict) -> dict[str, dict]:
@@ -180,8 +195,9 @@ class RowLog:
         complete = text if text.endswith("\n") or not text else text[: text.rfind("\n") + 1]
         reader = csv.reader(io.StringIO(complete))
         header = next(reader, None)
-        if header and "id" in header:
-            self.columns = header
+        if header and header != self.columns:
+            raise VoxsepError(f"{self.path}: written with other columns (metric options) than this run "
+                              f"computes; rerun with the same options or another --out")
         good, dropped = [], complete != text
         for fields in reader:
             if len(fields) != len(self.columns):

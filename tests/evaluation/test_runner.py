@@ -220,3 +220,52 @@ def test_cli_evaluates_a_model_checkpoint(speech_items, tmp_path):
                                                       abs=1e-4)
         assert float(row["count_prob_true"]) == pytest.approx(float(probs[it["n_src"]]), abs=1e-5)
         assert float(row["rtf"]) > 0
+
+
+def test_scoring_never_raises_on_edge_cases(speech_items):
+    from evaluation import SystemOutput, score_outputs
+
+    opts = MetricOptions()
+    item = speech_items[1]
+    refs, mix = item["sources"].numpy().astype(np.float64), item["mix"].numpy().astype(np.float64)
+    good = irm(item).numpy()
+    # NaN samples in one estimate: scored as silence, noted
+    bad = good.copy()
+    bad[0, 100:200] = np.nan
+    row = score_outputs(refs, mix, SystemOutput(bad, bad, 0.1), 8000, opts)
+    assert "NaN/Inf" in row["note"] and np.isfinite(row["si_snri"]) and np.isfinite(row["sdri"])
+    # a silent reference: undefined for that talker, the others still count
+    silent = refs.copy()
+    silent[2] = 0
+    row = score_outputs(silent, silent.sum(0), SystemOutput(good, good, 0.1), 8000, opts)
+    assert "silent reference" in row["note"] and np.isfinite(row["si_snri"]) and np.isfinite(row["sdr"])
+    # too short for bss_eval (and PESQ/STOI): NaN with a note, SI-SNR still defined
+    short = score_outputs(refs[:, :300], mix[:300], SystemOutput(good[:, :300], good[:, :300], 0.1), 8000, opts)
+    assert np.isnan(short["sdr"]) and np.isnan(short["pesq_nb"]) and np.isnan(short["stoi"])
+    assert "bss_eval: input too short" in short["note"] and np.isfinite(short["si_snri"])
+    # no estimate at all (a silent-input answer of 0 talkers) and a 1-sample mixture
+    none = score_outputs(refs, mix, SystemOutput(np.zeros((0, mix.size)), None, 0.1), 8000, opts)
+    assert none["si_snri_est"] == 0.0 and none["missed"] == 3 and "no true-count output" in none["note"]
+    tiny = score_outputs(refs[:, :1], mix[:1], SystemOutput(good[:, :1], good[:, :1], 0.1), 8000, opts)
+    assert "too short" in tiny["note"] and np.isnan(tiny["si_snri"])
+
+
+def test_unequal_output_length_is_padded_or_truncated(speech_items):
+    item = dict(speech_items[0])
+    n = item["mix"].shape[-1]
+    short = CallableSystem("short", lambda mix: irm(item)[:, : n - 800]).run(item)
+    long = CallableSystem("long", lambda mix: torch.nn.functional.pad(irm(item), (0, 500))).run(item)
+    assert short.est.shape == long.est.shape == (2, n)
+    assert np.all(short.est[:, n - 800:] == 0)
+    np.testing.assert_array_equal(long.est, irm(item).numpy())
+
+
+def test_resuming_with_other_metric_options_is_refused(speech_items, tmp_path):
+    from frontend import VoxsepError
+
+    items = speech_items[:1]
+    evaluate_systems(items, [OracleMaskSystem("irm")], tmp_path, progress=False, plots=False,
+                     metrics=MetricOptions(bss=False, pesq=False, stoi=False))
+    with pytest.raises(VoxsepError, match="written with other columns"):
+        evaluate_systems(items, [OracleMaskSystem("irm")], tmp_path, progress=False, plots=False,
+                         metrics=MetricOptions(bss=True, pesq=False, stoi=False))
