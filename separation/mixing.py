@@ -444,7 +444,7 @@ def plan_mixtures(
 class AudioCache:
     """Decoded audio at one rate, kept in memory up to ``max_bytes`` (least recently used out)."""
 
-    def __init__(self, sample_rate: int, max_bytes: int = 512 * 2**20):
+    def __init__(self, sample_rate: int, max_bytes: int = 256 * 2**20):
         self.sample_rate = sample_rate
         self.max_bytes = max_bytes
         self._items: OrderedDict[str, torch.Tensor] = OrderedDict()

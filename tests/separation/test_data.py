@@ -13,7 +13,7 @@ import torch
 import torchaudio.functional as AF
 from torch.utils.data import DataLoader
 
-from frontend import active_speech_level, load_audio, loudness
+from frontend import active_speech_level, loudness
 from separation.data import (
     DynamicMixingDataset, LibriMixDataset, MixtureManifestDataset, Wsj0MixDataset, collate_mixtures,
     synthetic_rir,
