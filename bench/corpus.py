@@ -2,7 +2,8 @@
 
 Part 1 (``engines``) synthesizes ``--probe`` sentences with each engine family (espeak-ng, flite,
 festival diphone, festival HTS) in this process and reports, per utterance, the wall time and
-the CPU time (this process plus the engine processes it waited for: ``getrusage``), split into
+the CPU time (this process, the engine processes it waited for (``getrusage``) and the running
+festival process (``/proc``)), split into
 synthesis and post-processing (trim, warp/resample to 8 and 16 kHz, peak-normalise, two FLAC
 writes). CPU time stays meaningful on a busy machine; wall time does not.
 
@@ -32,9 +33,11 @@ import torch
 from frontend import atomic_output, save_audio
 
 
-def _cpu() -> float:
+def _cpu(synth=None) -> float:
+    """CPU seconds of this process, its finished children and the running festival process."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    live = synth.festival_cpu_seconds() if synth is not None else 0.0
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + live
 
 
 def bench_engines(probe: int, seed: int = 0) -> list[dict]:
@@ -60,14 +63,14 @@ def bench_engines(probe: int, seed: int = 0) -> list[dict]:
                 syn_wall = syn_cpu = post_wall = post_cpu = audio_s = 0.0
                 for k in range(probe):
                     ident, text = group[k % len(group)], sentences[k + 1]
-                    t0, c0 = time.perf_counter(), _cpu()
+                    t0, c0 = time.perf_counter(), _cpu(synth)
                     synth.synthesize(ident, text)
-                    t1, c1 = time.perf_counter(), _cpu()
+                    t1, c1 = time.perf_counter(), _cpu(synth)
                     # render() synthesizes again; its post-processing is the remainder
                     out = render(synth, PlannedUtterance("u", ident, "train", text), (8000, 16000))
                     for rate, wav in out.items():
                         save_audio(Path(tmp) / audio_relpath(rate, ident.id, f"u{k}"), wav, rate)
-                    t2, c2 = time.perf_counter(), _cpu()
+                    t2, c2 = time.perf_counter(), _cpu(synth)
                     syn_wall, syn_cpu = syn_wall + (t1 - t0), syn_cpu + (c1 - c0)
                     post_wall += (t2 - t1) - (t1 - t0)
                     post_cpu += (c2 - c1) - (c1 - c0)

@@ -190,13 +190,31 @@ def test_festival_bad_voice_and_missing_engine_are_one_line_errors(tmp_path, mon
 
 # ------------------------------------------------------------------ a real build
 
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "tts_corpus"
+
+
+def recipe_args(debug: bool, out: Path) -> list[str]:
+    """The `voxsep corpus` arguments that recipes/tts_corpus/run.sh derives from its config."""
+    cmd = [str(RECIPE / "run.sh"), "--dry-run", "--out", str(out)] + (["--debug"] if debug else [])
+    line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+    assert line[:2] == ["voxsep", "corpus"]
+    return line[1:]
+
+
+def test_recipe_configs_map_to_cli_flags(tmp_path):
+    assert recipe_args(False, tmp_path) == [
+        "corpus", "--out", str(tmp_path), "--identities", "200", "--utterances-per-identity", "50",
+        "--seed", "0", "--workers", "2", "--rates", "8000,16000"]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    """The recipe's debug corpus (conf_debug.yaml: 6 identities x 3 sentences), built via the CLI."""
     out = tmp_path_factory.mktemp("corpus") / "c"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = cli_main(["corpus", "--out", str(out), "--identities", "6", "--utterances-per-identity", "3",
-                         "--seed", "0", "--workers", "2", "--no-progress"])
+        code = cli_main(recipe_args(True, out) + ["--no-progress"])
     assert code == 0
     return out, stdout.getvalue()
 

@@ -104,6 +104,11 @@ class Synthesizer:
             return self._festival.synthesize(identity, text)
         raise ValueError(f"unknown engine {identity.engine!r}")
 
+    def festival_cpu_seconds(self) -> float:
+        """CPU seconds of the running festival process (0 if none); finished processes are in
+        ``getrusage(RUSAGE_CHILDREN)`` instead."""
+        return self._festival.cpu_seconds() if self._festival is not None else 0.0
+
     def close(self) -> None:
         """Stop festival and remove scratch files."""
         if self._festival is not None:
@@ -188,6 +193,14 @@ class FestivalSession:
         if not wav_path.exists():
             raise SynthesisError(f"{context}: festival wrote no audio ({self._tail(out.encode())})")
         return _read_wav(wav_path, identity, text)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the festival process has used so far (Linux ``/proc``)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         if self.proc.poll() is None:
