@@ -6,7 +6,7 @@ import contextlib
 import io
 import json
 import os
-import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +77,9 @@ def test_sentences_file(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("\ufeffHello there.\n\n  Hello   there. \nA second line?\n", encoding="utf-8")
     assert load_sentences(good) == ["Hello there.", "A second line?"]
+    with pytest.raises(VoxsepError, match=f"^{good}: only 2 distinct sentences, fewer than"):
+        build_corpus(tmp_path / "out", identities=3, utterances_per_identity=3, sentences_file=good)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("content, reason", [
@@ -293,19 +296,24 @@ def test_kill_9_then_rerun_completes(tmp_path):
     out = tmp_path / "k"
     cmd = [sys.executable, "-m", "voxsep", "corpus", "--out", str(out), "--identities", "3",
            "--utterances-per-identity", "4", "--workers", "2", "--no-progress"]
+
+    def finished() -> int:
+        return sum(not p.name.startswith(".") for p in out.glob("wav16k/*/*.flac"))
+
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 60
-    while time.time() < deadline and len(list(out.glob("wav16k/*/*.flac"))) < 2:
+    while time.time() < deadline and finished() < 2:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(list(out.glob("wav16k/*/*.flac")))
+    done_before = finished()
     assert 2 <= done_before < 12 and not (out / "manifest_16k.jsonl").exists()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
+    made, reused = map(int, re.search(r"made (\d+), reused (\d+)", rerun.stdout).groups())
+    assert reused >= done_before and made + reused == 12
     rows = read_manifest(out / "manifest_16k.jsonl")
     assert len(rows) == 12 and len({r["id"] for r in rows}) == 12
-    assert f"reused {done_before - 1}" in rerun.stdout or f"reused {done_before}" in rerun.stdout
     assert not list(out.rglob(".*.part*"))
     for r in rows:
         load_audio(out / r["path"])

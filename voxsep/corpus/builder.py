@@ -295,6 +295,9 @@ def build_corpus(
     else:
         sentences = generate_sentences(max(GRAMMAR_SENTENCES, utterances_per_identity), seed)
         source = "grammar"
+    if sentences_file is not None and utterances_per_identity > len(sentences):
+        raise VoxsepError(f"{sentences_file}: only {len(sentences)} distinct sentences, fewer than "
+                          f"--utterances-per-identity {utterances_per_identity}")
     try:
         chosen = select_identities(identities, seed)
     except ValueError as err:
