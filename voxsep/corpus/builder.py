@@ -315,31 +315,32 @@ def build_corpus(
     frames: dict[str, dict[int, int]] = {}
     made = 0
     tasks = [(str(out), rates, chunk) for chunk in _tasks(plan)]
-    bar = tqdm(total=len(plan), unit="utt", desc="corpus", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
-    try:
-        if workers == 1:
-            torch_threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
+    def progress_bar() -> tqdm:
+        return tqdm(total=len(plan), unit="utt", desc="corpus", disable=not progress, file=sys.stderr,
+                    dynamic_ncols=True)
+
+    if workers == 1:
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with progress_bar() as bar:
                 for task in tasks:
                     for uid, fr, new in _process_chunk(task):
                         frames[uid], made = fr, made + new
                         bar.update(1)
-            finally:
-                _close_in_process()
-                torch.set_num_threads(torch_threads)
-        else:
-            ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(workers, initializer=_init_worker) as pool:
+        finally:
+            _close_in_process()
+            torch.set_num_threads(torch_threads)
+    else:
+        # fork before tqdm starts its monitor thread; workers build their own synthesizers
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+            with progress_bar() as bar:
                 for results in pool.imap_unordered(_process_chunk, tasks):
                     for uid, fr, new in results:
                         frames[uid], made = fr, made + new
                     bar.update(len(results))
-                pool.close()
-                pool.join()
-    finally:
-        bar.close()
+            pool.close()
+            pool.join()  # runs the workers' finalizers: festival exits and its CPU time is counted
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
 
     summary = _write_outputs(out, plan, rates, frames, settings)
