@@ -263,8 +263,8 @@ class FastGenerator:
     # -- public ------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, n_samples: int, local_cond=None, global_cond=None, temperature: float = 1.0,
-                 batch_size: int = 1, seed=None, generator=None, uniforms=None) -> torch.Tensor:
-        """Sample ``(B, n_samples)``; arguments as :meth:`WaveNet.generate`."""
+                 batch_size: int = 1, seed=None, generator=None, uniforms=None, progress: bool = False) -> torch.Tensor:
+        """Sample ``(B, n_samples)``; arguments as :meth:`WaveNet.generate` (``progress``: tqdm bar)."""
         c = self.config
         model = self.model
         inputs = _prime_inputs(model, seed, batch_size)  # (B, 1 + S)
@@ -287,10 +287,19 @@ class FastGenerator:
                 self.run(state, n, bias, self._local(local_up, start, n), 0.0, dummy[:, start:start + n],
                          forced=forced[:, start:start + n])
         out = torch.empty(batch_size, n_samples)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n_samples, desc="generate", unit="sample", unit_scale=True, leave=False)
         for start in range(0, n_samples, chunk):
             n = min(chunk, n_samples - start)
             values, _ = self.run(state, n, bias, self._local(local_up, n_prime + start, n), temperature,
                                  uniforms[:, start:start + n].contiguous())
             out[:, start:start + n] = values
+            if bar is not None:
+                bar.update(n)
+        if bar is not None:
+            bar.close()
         return out
 

@@ -87,7 +87,8 @@ class Vocoder(nn.Module):
 
     @torch.inference_mode()
     def vocode(self, mel: torch.Tensor, n_samples: int | None = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None, method: str = "auto") -> torch.Tensor:
+               generator: torch.Generator | None = None, method: str = "auto",
+               progress: bool = False) -> torch.Tensor:
         """``mel (n_mels, N)`` or ``(B, n_mels, N)`` (from :meth:`mel_of`) -> ``wav (T,)`` / ``(B, T)``.
 
         ``n_samples`` defaults to ``(N - 1) * hop`` (the length whose centred frames are ``mel``).
@@ -101,5 +102,5 @@ class Vocoder(nn.Module):
             n_samples = max(1, (mel.shape[-1] - 1) * self.config.hop_length)
         wav = self.wavenet.generate(n_samples, local_cond=mel.to(next(self.parameters()).dtype),
                                     temperature=temperature, batch_size=mel.shape[0],
-                                    generator=generator, method=method)
+                                    generator=generator, method=method, progress=progress)
         return wav[0] if squeeze else wav

@@ -381,7 +381,8 @@ class WaveNet(nn.Module):
     def generate(self, n_samples: int, local_cond: torch.Tensor | None = None,
                  global_cond: torch.Tensor | None = None, temperature: float = 1.0,
                  batch_size: int | None = None, seed: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, method: str = "auto") -> torch.Tensor:
+                 generator: torch.Generator | None = None, method: str = "auto",
+                 progress: bool = False) -> torch.Tensor:
         """Sample ``n_samples`` new samples per batch item -> ``(B, n_samples)`` in [-1, 1].
 
         Args:
@@ -392,6 +393,7 @@ class WaveNet(nn.Module):
             generator: torch RNG for reproducible sampling.
             method: ``"reference"`` (module-level :meth:`step` loop), ``"fast"`` (fused
                 weights; compiled kernel when available) or ``"auto"`` (= fast).
+            progress: show a tqdm bar (fast method).
         """
         from generation.fast import FastGenerator, generate_reference
 
@@ -408,7 +410,7 @@ class WaveNet(nn.Module):
         if method not in ("fast", "auto"):
             raise ValueError(f"method must be 'auto', 'fast' or 'reference', got {method!r}")
         return FastGenerator(self).generate(n_samples, local_cond, global_cond, temperature,
-                                            batch_size, seed, generator)
+                                            batch_size, seed, generator, progress=progress)
 
 
 def decode_output(config: WaveNetConfig, values: torch.Tensor) -> torch.Tensor:

@@ -162,3 +162,11 @@ def test_debug_recipe_trains_and_evaluates(tmp_path, corpus, recipe):
     key = "all" if recipe == "tts_enhancement" else None
     values = summary[key] if key else summary
     assert all(isinstance(v, float) for v in values.values()) and (out / "results.md").is_file()
+
+
+def test_generation_imports_only_frontend_and_engine():
+    code = ("import sys, generation, generation.task, generation.fast; "
+            "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in "
+            "('separation', 'evaluation', 'voxsep', 'pytorch_lightning')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     for src, dst in tqdm(pairs, desc="vocode", unit="file", disable=len(pairs) < 2):
         wav, sr = load_audio(src, sample_rate=vocoder.sample_rate)
         mel = vocoder.mel_of(wav)
-        out = vocoder.vocode(mel, n_samples=wav.shape[-1], temperature=args.temperature, generator=generator)
+        out = vocoder.vocode(mel, n_samples=wav.shape[-1], temperature=args.temperature, generator=generator,
+                             progress=True)
         dst.parent.mkdir(parents=True, exist_ok=True)
         save_audio(dst, out, vocoder.sample_rate)
         print(dst)
