@@ -319,12 +319,17 @@ def load_kernel():
     if os.environ.get("VOXSEP_NO_KERNEL"):
         return None
     tag = hashlib.sha1(SOURCE.encode()).hexdigest()[:12]
-    path = _cache_dir() / f"wavenet_kernel_{tag}.so"
-    try:
-        if not path.exists() and not _compile(path):
-            return None
-        lib = ctypes.CDLL(str(path))
-    except OSError:
+    lib = None
+    # the user cache, else the temp folder (read-only home directories)
+    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"voxsep-{os.getuid() if hasattr(os, 'getuid') else 0}"):
+        path = folder / f"wavenet_kernel_{tag}.so"
+        try:
+            if path.exists() or _compile(path):
+                lib = ctypes.CDLL(str(path))
+                break
+        except OSError:
+            continue
+    if lib is None:
         return None
     fn = lib.wavenet_run
     fn.argtypes = [ctypes.POINTER(Job), ctypes.c_int]

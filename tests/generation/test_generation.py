@@ -150,3 +150,17 @@ def test_learns_periodic_waveform_and_generates_it_exactly():
     for method in ("reference", "fast"):
         out = model.generate(200, seed=seed, temperature=0.0, method=method)
         assert torch.equal(out, target), f"{method}: {(out != target).sum().item()} samples differ"
+
+
+def test_without_compiler_the_torch_loop_is_used(monkeypatch):
+    import generation.kernel as kernel
+
+    monkeypatch.setattr(kernel, "load_kernel", lambda: None)
+    torch.manual_seed(0)
+    model = WaveNet(small_config(2, "mulaw")).eval()
+    gen = FastGenerator(model)
+    assert gen.kernel is None
+    u = draw_uniforms(1, 50, torch.Generator().manual_seed(0))
+    assert torch.equal(gen.generate(50, uniforms=u), generate_reference(model, 50, uniforms=u))
+    with pytest.raises(RuntimeError, match="could not be built"):
+        FastGenerator(model, use_kernel=True)
