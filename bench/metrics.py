@@ -10,7 +10,8 @@ cell); its per-mixture time is then the mean over those, and its total for ``--n
 extrapolated (marked ``*``). Values are compared on the mixtures both computed.
 
 Part 2 (``runner``) runs :func:`evaluation.evaluate_systems` with the oracle IRM on
-``--runner-mixtures`` mixtures (counts 2..5, 4 s, every metric) and reports wall time.
+``--runner-mixtures`` mixtures (counts 2..5, 4 s, every metric, plots) and reports wall time and
+CPU time (this process plus its metric workers).
 
 Signals: each reference is low-pass filtered noise with a syllable-rate (4 Hz) on/off envelope;
 estimates are mixtures of the references through short FIR filters plus noise, shuffled (SDR
@@ -145,14 +146,20 @@ def bench_runner(n_mixtures: int, sample_rate: int, workers: int, seed: int = 0,
         refs *= 0.25 / np.abs(refs).max()
         items.append({"id": f"m{i:04d}", "mix": torch.from_numpy(refs.sum(0)), "sources": torch.from_numpy(refs),
                       "n_src": c, "sample_rate": sample_rate})
+    import resource
+
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
+        c0 = time.process_time()
+        k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         res = evaluate_systems(items, [OracleMaskSystem("irm")], out, workers=workers, progress=progress,
                                n_examples=3)
         wall = time.perf_counter() - t0
+        k1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # worker processes, once they have exited
+        cpu = time.process_time() - c0 + (k1.ru_utime + k1.ru_stime) - (k0.ru_utime + k0.ru_stime)
     return {"mixtures": n_mixtures, "seconds_audio_each": 4, "counts": "2-5 (equal shares)",
-            "workers": workers, "metrics": res.summary["metrics"], "wall_s": wall,
-            "s_per_mixture": wall / n_mixtures, "plots": True}
+            "workers": workers, "metrics": res.summary["metrics"], "wall_s": wall, "cpu_s": cpu,
+            "s_per_mixture": wall / n_mixtures, "cpu_s_per_mixture": cpu / n_mixtures, "plots": True}
 
 
 def main(argv=None) -> int:
@@ -189,7 +196,8 @@ def main(argv=None) -> int:
         result["runner"] = r
         print(f"\nrunner: {r['mixtures']} mixtures x 4 s (2-5 talkers), oracle IRM, metrics "
               f"{r['metrics']}, {r['workers']} worker(s): {r['wall_s']:.1f} s wall "
-              f"({r['s_per_mixture']:.2f} s per mixture)")
+              f"({r['s_per_mixture']:.2f} s per mixture), {r['cpu_s']:.1f} CPU s "
+              f"({r['cpu_s_per_mixture']:.2f} per mixture)")
     with atomic_output(args.json) as tmp:
         Path(tmp).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")

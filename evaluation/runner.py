@@ -297,6 +297,7 @@ def evaluate_systems(items: Iterable[Mapping], systems: Sequence, out_dir: str |
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker)
     pending: list = []
+    seen: set[str] = set()
 
     def write(rows: dict[str, dict]) -> None:
         for name, row in rows.items():
@@ -310,6 +311,10 @@ def evaluate_systems(items: Iterable[Mapping], systems: Sequence, out_dir: str |
     try:
         for raw in items:
             item = _item_arrays(raw, sample_rate)
+            if item["id"] in seen:
+                raise VoxsepError(f"mixture id {item['id']!r} occurs twice; ids must be unique "
+                                  "(rows are matched by id when a run resumes)")
+            seen.add(item["id"])
             if not logs:
                 columns = options.columns(item["sample_rate"])
                 logs = {s.name: RowLog(out_dir / "rows" / f"{safe_name(s.name)}.csv", columns)
