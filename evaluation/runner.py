@@ -198,7 +198,7 @@ class RowLog:
         if header and header != self.columns:
             raise VoxsepError(f"{self.path}: written with other columns (metric options) than this run "
                               f"computes; rerun with the same options or another --out")
-        good, dropped = [], complete != text
+        good, dropped = [], complete != text or header is None  # no header: rewrite it
         for fields in reader:
             if len(fields) != len(self.columns):
                 dropped = True  # damaged line: that mixture is scored again

@@ -281,3 +281,18 @@ def test_resuming_with_other_metric_options_is_refused(speech_items, tmp_path):
     with pytest.raises(VoxsepError, match="written with other columns"):
         evaluate_systems(items, [OracleMaskSystem("irm")], tmp_path, progress=False, plots=False,
                          metrics=MetricOptions(bss=True, pesq=False, stoi=False))
+
+
+def test_row_log_recovers_from_a_crash_at_any_point(tmp_path):
+    from evaluation.runner import RowLog
+
+    path = tmp_path / "rows.csv"
+    path.write_text("")  # killed right after creating the file
+    log = RowLog(path, ["id", "x"])
+    log.append({"id": "a", "x": 1.5})
+    assert path.read_text() == "id,x\na,1.500000\n"
+    with open(path, "a") as f:
+        f.write("b,2.0\nb,2.0\nc,")  # a duplicate line and a half-written one
+    log = RowLog(path, ["id", "x"])
+    assert list(log.rows) == ["a", "b"] and "c" not in log
+    assert path.read_text() == "id,x\na,1.500000\nb,2.0\n"
