@@ -10,7 +10,8 @@ mel conditioning, at batch 1 and 16, on ``--threads`` CPU threads (2 by default)
 
 Part ``cache``: cached vs naive (recompute ``forward`` over the receptive field for each sample)
 speed as the receptive field grows (256 .. 3070 samples: one cycle of 1..128, 1..256, 1..512, then
-2 and 3 cycles of 1..512; 64 channels, batch 1). ``naive`` is timed over a few samples only.
+2 and 3 cycles of 1..512; 64 channels, batch 1), as CPU seconds per sample on one thread, so the
+ratios do not depend on machine load. ``naive`` is timed over a few samples only.
 
 Rates are from wall-clock time, and also from process CPU time divided by the threads used
 (``samples_per_s_from_cpu_time``), which stays meaningful on a shared, loaded machine. JSON goes
@@ -43,10 +44,6 @@ def bench_model(layers_per_cycle: int = 10, n_cycles: int = 2, local_channels: i
                            local_channels=local_channels, upsample_factors=(4, 4, 4, 4) if local_channels else ())
     torch.manual_seed(0)
     return WaveNet(config).eval()
-
-
-def _timed(fn) -> float:
-    return _timed_both(fn)[0]
 
 
 def _timed_both(fn) -> tuple[float, float]:
@@ -90,15 +87,19 @@ def speed_rows(threads: int, quick: bool) -> list[dict]:
 
 
 def cache_rows(quick: bool) -> list[dict]:
+    """Per-sample CPU time of naive / cached loops, one thread (load-independent ratios)."""
     rows = []
     has_kernel = load_kernel() is not None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     for layers, cycles in ((8, 1), (9, 1), (10, 1), (10, 2), (10, 3)):
         model = bench_model(layers, cycles)
         rf = model.receptive_field
         n_naive = 5 if quick else 20
         n_ref = 50 if quick else 200
-        naive = _timed(lambda: generate_naive(model, n_naive, 1.0, 1)) / n_naive
-        ref = _timed(lambda: generate_reference(model, n_ref, None, None, 1.0, 1)) / n_ref
+        history = torch.rand(1, rf) * 0.2 - 0.1  # full windows from the first sample on
+        naive = _timed_both(lambda: generate_naive(model, n_naive, 1.0, 1, seed=history))[1] / n_naive
+        ref = _timed_both(lambda: generate_reference(model, n_ref, None, None, 1.0, 1))[1] / n_ref
         row = {"part": "cache", "receptive_field": rf, "layers": layers * cycles,
                "naive_s_per_sample": naive, "reference_s_per_sample": ref, "ratio_reference": naive / ref}
         line = (f"cache  rf={rf:5d} layers={layers * cycles:2d} naive {1 / naive:8.1f}/s  "
@@ -107,11 +108,12 @@ def cache_rows(quick: bool) -> list[dict]:
             gen = FastGenerator(model, use_kernel=True, n_threads=1)
             gen.generate(8)
             n_fast = 4000 if quick else 16000
-            fast = _timed(lambda: gen.generate(n_fast)) / n_fast
+            fast = _timed_both(lambda: gen.generate(n_fast))[1] / n_fast
             row.update(fast_s_per_sample=fast, ratio_fast=naive / fast)
             line += f"  cached(kernel) {1 / fast:8.0f}/s  x{naive / fast:7.0f}"
         rows.append(row)
         print(line, flush=True)
+    torch.set_num_threads(threads)
     return rows
 
 

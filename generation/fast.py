@@ -66,22 +66,28 @@ def generate_reference(model: WaveNet, n_samples: int, local_cond=None, global_c
 
 @torch.inference_mode()
 def generate_naive(model: WaveNet, n_samples: int, temperature: float = 1.0, batch_size: int = 1,
-                   generator=None, uniforms: torch.Tensor | None = None) -> torch.Tensor:
-    """Unconditioned sampling by re-running ``forward`` over the receptive field for each sample."""
+                   generator=None, uniforms: torch.Tensor | None = None, seed=None) -> torch.Tensor:
+    """Unconditioned sampling by re-running ``forward`` over the receptive field for each sample.
+
+    ``seed (B, S)`` is continued as in :meth:`WaveNet.generate` (with ``S >= receptive field``
+    every sample costs a full-window forward, the steady state the benchmark measures).
+    """
     _check_causal(model)
     c = model.config
     rf = model.receptive_field
     if uniforms is None:
         uniforms = draw_uniforms(batch_size, n_samples, generator)
     dtype = next(model.parameters()).dtype
-    # inputs so far: the leading zero, then every generated sample; forward zero-pads the start
-    inputs = torch.zeros(batch_size, n_samples + 1, dtype=dtype)
+    # inputs: the leading zero, the seed, then every generated sample; forward zero-pads the start
+    primed = _prime_inputs(model, seed, batch_size).to(dtype)
+    n0 = primed.shape[1]
+    inputs = torch.cat([primed, torch.zeros(batch_size, n_samples, dtype=dtype)], dim=1)
     for t in range(n_samples):
-        raw = model(inputs[:, max(0, t + 1 - rf):t + 1])[:, :, -1]
+        end = n0 + t
+        raw = model(inputs[:, max(0, end - rf):end])[:, :, -1]
         x, _ = sample_output(c.output, raw, temperature, uniforms[:, t], c.quantization_channels)
-        inputs[:, t + 1] = x
-    out = inputs[:, 1:]
-    return out.float()
+        inputs[:, end] = x
+    return inputs[:, n0:].float()
 
 
 class FastGenerator:

@@ -93,6 +93,9 @@ def test_cached_equals_naive():
     cached = generate_reference(model, 80, temperature=1.0, batch_size=2, uniforms=u)
     assert torch.equal(naive, cached)
     assert len(set(naive[0].tolist())) > 10  # really sampled, not stuck on one code
+    seed = torch.rand(2, 40, dtype=torch.float64) - 0.5  # longer than the receptive field (31)
+    naive = generate_naive(model, 30, 1.0, 2, uniforms=u[:, :30], seed=seed)
+    assert torch.equal(naive, generate_reference(model, 30, temperature=1.0, batch_size=2, seed=seed, uniforms=u[:, :30]))
 
 
 def test_sample_mulaw_matches_softmax_distribution():
