@@ -48,6 +48,11 @@ class Task:
 
     name: str = "task"
 
+    #: Under DDP, let some parameters go unused in a step (e.g. one decoder head per talker count,
+    #: used only when the batch has that count). Safe default; a task whose every step uses every
+    #: parameter may set False to skip DDP's graph traversal.
+    find_unused_parameters: bool = True
+
     def build_model(self, model_name: str, model_config: Mapping[str, Any]) -> nn.Module:
         """Build the model to train (default: the model registry, :func:`engine.checkpoint.build_model`).
 

@@ -37,6 +37,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader
@@ -68,8 +69,44 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+class EpochAverages:
+    """Batch-size-weighted means of per-batch metrics over an epoch, pooled over DDP processes.
+
+    Processes may report different keys (a metric defined only for some batches): each key is
+    averaged over the batches that have it. One ``all_gather_object`` per epoch, instead of one
+    collective per key that would hang when the key sets differ.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, list[float]] = {}
+
+    def add(self, metrics: Mapping[str, Any], weight: float) -> None:
+        for key, value in metrics.items():
+            total = self.sums.setdefault(key, [0.0, 0.0])
+            total[0] += float(value) * weight
+            total[1] += weight
+
+    def reduce(self) -> dict[str, float]:
+        """The epoch means (same on every process); resets the sums."""
+        sums, self.sums = self.sums, {}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, sums)
+            sums = {}
+            for part in parts:
+                for key, (value, weight) in part.items():
+                    total = sums.setdefault(key, [0.0, 0.0])
+                    total[0] += value
+                    total[1] += weight
+        return {key: value / weight for key, (value, weight) in sorted(sums.items()) if weight > 0}
+
+
 class TaskModule(pl.LightningModule):
-    """A (task, model) pair as a LightningModule: the task computes losses, the model is trained."""
+    """A (task, model) pair as a LightningModule: the task computes losses, the model is trained.
+
+    Per-step training values are logged as ``train/KEY``; epoch means as ``train/KEY_epoch`` and
+    ``val/KEY`` (pooled over DDP processes by :class:`EpochAverages`).
+    """
 
     def __init__(self, task: Task, model: nn.Module, config: Mapping[str, Any], monitor_key: str):
         super().__init__()
@@ -77,6 +114,9 @@ class TaskModule(pl.LightningModule):
         self.model = model
         self.config = dict(config)
         self.monitor_key = monitor_key
+        self._train_avg = EpochAverages()
+        self._val_avg = EpochAverages()
+        self._train_epoch: tuple[int, dict[str, float]] | None = None
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logs = self.task.loss(self.model, batch)
@@ -87,21 +127,30 @@ class TaskModule(pl.LightningModule):
                 f"(epoch {self.current_epoch}); lower optim.lr or set optim.grad_clip, then re-run to resume"
             )
         size = self.task.batch_size(batch)
-        # sync_dist: epoch averages over all DDP processes (a no-op on one process)
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size,
-                 sync_dist=True)
-        for key, value in logs.items():
-            if key != "loss":
-                self.log(f"train/{key}", float(value), on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
+        values = {**{k: float(v) for k, v in logs.items()}, "loss": float(loss.detach())}
+        self._train_avg.add(values, size)
+        for key, value in values.items():
+            self.log(f"train/{key}", value, on_step=True, on_epoch=False, prog_bar=key == "loss", batch_size=size)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        metrics = dict(self.task.validation_metrics(self.model, batch))
+        metrics = {k: float(v) for k, v in self.task.validation_metrics(self.model, batch).items()}
         if "loss" not in metrics:
             metrics["loss"] = float(self.task.loss(self.model, batch)[0])
-        size = self.task.batch_size(batch)
-        for key, value in metrics.items():
-            self.log(f"val/{key}", float(value), on_epoch=True, prog_bar=key == "loss", sync_dist=True, batch_size=size)
+        self._val_avg.add(metrics, self.task.batch_size(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        for key, value in self._val_avg.reduce().items():
+            self.log(f"val/{key}", value, on_epoch=True, prog_bar=key == "loss")
+
+    def finish_train_epoch(self) -> dict[str, float]:
+        """Pool and log this epoch's training means (collective under DDP; once per epoch)."""
+        if self._train_epoch is None or self._train_epoch[0] != self.current_epoch:
+            means = self._train_avg.reduce()
+            for key, value in means.items():
+                self.log(f"train/{key}_epoch", value, on_epoch=True)
+            self._train_epoch = (self.current_epoch, means)
+        return self._train_epoch[1]
 
     def on_train_epoch_start(self) -> None:
         # datasets that draw new examples per epoch (dynamic mixing) expose set_epoch(epoch)
@@ -252,16 +301,13 @@ class RunFiles(pl.Callback):
             self._maybe_best(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
+        train_means = pl_module.finish_train_epoch()  # every process: pools over DDP
         if self.monitor_key.startswith("train/"):
             self._maybe_best(trainer, pl_module)
         if not trainer.is_global_zero:
             return
-        metrics = {}
-        for key, value in _scalars(trainer.callback_metrics).items():
-            if key.startswith("val/"):
-                metrics[key] = value
-            elif key.endswith("_epoch"):
-                metrics[key[: -len("_epoch")]] = value
+        metrics = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("val/")}
+        metrics.update({f"train/{k}": v for k, v in train_means.items()})
         self._append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lr": self._epoch_lr,
                       "elapsed_s": round(time.monotonic() - self._start, 3), **metrics})
 
@@ -346,8 +392,11 @@ def train(config: Mapping[str, Any]) -> Path:
     max_time = trainer_cfg["max_time_minutes"]
     limit_val = trainer_cfg["limit_val_batches"]
     monitor_key = _monitor_key(config, valid_loader is not None and limit_val != 0)
+    strategy = trainer_cfg["strategy"]
+    if strategy == "ddp":
+        strategy = DDPStrategy(find_unused_parameters=task.find_unused_parameters)
     trainer = pl.Trainer(
-        accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"], strategy=trainer_cfg["strategy"],
+        accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"], strategy=strategy,
         precision=trainer_cfg["precision"], max_epochs=trainer_cfg["max_epochs"], max_steps=trainer_cfg["max_steps"],
         max_time={"minutes": max_time} if max_time is not None else None,
         check_val_every_n_epoch=trainer_cfg["val_every_n_epochs"],
@@ -362,6 +411,8 @@ def train(config: Mapping[str, Any]) -> Path:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*log_every_n_steps.*")
+        # epoch means are pooled over processes by EpochAverages, not by Lightning's sync_dist
+        warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
         # Lightning's progress bar and summaries go to stdout; stdout is kept for the result
         with contextlib.redirect_stdout(sys.stderr):
             trainer.fit(module, train_loader, valid_loader, ckpt_path=str(last_ckpt) if resume else None)

@@ -24,11 +24,13 @@ class ToyLinear(nn.Module):
     class Config:
         in_features: int = 4
         out_features: int = 1
+        extra_head: bool = False  # a second head that the "uneven" task uses only on DDP rank 0
 
     def __init__(self, config: "ToyLinear.Config"):
         super().__init__()
         self.config = config
         self.linear = nn.Linear(config.in_features, config.out_features)
+        self.extra = nn.Linear(config.in_features, config.out_features) if config.extra_head else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
@@ -59,10 +61,18 @@ class RegressionSet(Dataset):
 
 @register_task("toy_regression")
 class ToyRegressionTask(Task):
-    """Mean squared error regression; ``data``: n_train, n_valid, dim, noise, delay_s."""
+    """Mean squared error regression; ``data``: n_train, n_valid, dim, noise, delay_s.
 
-    def __init__(self, loss_scale: float = 1.0):
+    ``uneven=True`` makes DDP processes differ the way real tasks can: only rank 0 uses the
+    model's extra head and reports a ``rank0_only`` metric.
+    """
+
+    def __init__(self, loss_scale: float = 1.0, uneven: bool = False):
         self.loss_scale = loss_scale
+        self.uneven = uneven
+
+    def _rank0(self) -> bool:
+        return torch.distributed.is_initialized() and torch.distributed.get_rank() == 0
 
     def build_datasets(self, data_config, sample_rate):
         dim = data_config.get("dim", 4)
@@ -73,7 +83,12 @@ class ToyRegressionTask(Task):
         return train, valid
 
     def loss(self, model, batch):
-        mse = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+        est = model(batch["x"])
+        logs = {}
+        if self.uneven and self._rank0():
+            est = est + 0.1 * model.extra(batch["x"])
+            logs["rank0_only"] = 1.0
+        mse = torch.nn.functional.mse_loss(est, batch["y"])
         loss = self.loss_scale * mse
         # data_epoch: the epoch the dataset was told (set_epoch), as seen by the batch
-        return loss, {"mse": float(mse.detach()), "data_epoch": float(batch["epoch"].mean())}
+        return loss, {"mse": float(mse.detach()), "data_epoch": float(batch["epoch"].mean()), **logs}
