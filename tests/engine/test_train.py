@@ -59,7 +59,7 @@ def test_training_writes_the_run_folder_and_learns(tmp_path):
     # last.pt = the final model; best.pt = the model with the lowest validation loss, which it reproduces
     last, best = load_checkpoint(run_dir / "last.pt"), load_checkpoint(run_dir / "best.pt")
     assert last["step"] == 32 and last["task"] == "toy_regression" and last["model_name"] == "toy_linear"
-    assert last["model_config"] == {"in_features": 4, "out_features": 1}
+    assert last["model_config"] == {"in_features": 4, "out_features": 1, "extra_head": False}  # defaults filled
     assert last["train_config"] == resolve_config(config)
     best_epoch = min(epochs, key=lambda r: r["val/loss"])
     assert best["step"] == best_epoch["step"]
