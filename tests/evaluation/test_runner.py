@@ -296,3 +296,14 @@ def test_row_log_recovers_from_a_crash_at_any_point(tmp_path):
     log = RowLog(path, ["id", "x"])
     assert list(log.rows) == ["a", "b"] and "c" not in log
     assert path.read_text() == "id,x\na,1.500000\nb,2.0\n"
+
+
+def test_missing_eval_extra_drops_the_columns(speech_items, tmp_path, monkeypatch):
+    import evaluation.runner as runner
+
+    monkeypatch.setattr(runner, "available_perceptual", lambda: {"pesq": False, "stoi": False})
+    evaluate_systems(speech_items[:1], [OracleMaskSystem("irm")], tmp_path, progress=False, plots=False)
+    header = (tmp_path / "rows" / "oracle_IRM.csv").read_text().splitlines()[0].split(",")
+    assert "sdri" in header and not {"pesq_nb", "pesq_wb", "stoi", "estoi"} & set(header)
+    report = (tmp_path / "report.md").read_text()
+    assert "SDRi" in report and "PESQ" not in report and "STOI" not in report
