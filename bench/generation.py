@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "generation", "threads": args.threads, "quick": args.quick,
         "kernel": load_kernel() is not None, "torch": str(torch.__version__),
-        "machine": platform.processor() or platform.machine(), "rows": rows,
+        "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "load_average_1min_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
