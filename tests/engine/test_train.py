@@ -165,7 +165,7 @@ def test_voxsep_train_cli(tmp_path, capsys):
     assert main(["train", str(bad_task)]) == 2
     assert "unknown task 'no_such_task' (known tasks:" in capsys.readouterr().err
     # overrides and --run-dir reach the run; stdout names the run folder and the best metric
-    assert main(["train", str(path), "trainer.max_epochs=2", "optim.lr=1e-2", "--run-dir", str(tmp_path / "cli")]) == 0
+    assert main(["train", str(path), "trainer.max_epochs=2", "--run-dir", str(tmp_path / "cli"), "optim.lr=1e-2"]) == 0
     out = capsys.readouterr().out.splitlines()
     best = load_checkpoint(tmp_path / "cli" / "best.pt")
     assert out[0] == f"run dir: {tmp_path / 'cli'}"
@@ -173,6 +173,8 @@ def test_voxsep_train_cli(tmp_path, capsys):
     saved = read_yaml(tmp_path / "cli" / "config.yaml")
     assert saved["optim"]["lr"] == 0.01 and saved["trainer"]["max_epochs"] == 2
     assert saved["run_dir"] == str(tmp_path / "cli") and not (tmp_path / "run").exists()
+    assert main(["train", str(path), "a=1", "--bogus"]) == 2
+    assert "voxsep: error: voxsep train: unknown option --bogus" in capsys.readouterr().err
 
 
 def test_ddp_two_processes_on_cpu(tmp_path):

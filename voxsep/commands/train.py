@@ -21,11 +21,28 @@ TASK_MODULES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="recipe config (YAML), e.g. recipes/tts_separation/conf.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
+    # REMAINDER + a second parse in run(): options may come after the overrides too
+    # (argparse's parse_args stops collecting positionals at the first option)
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="key=value",
                         help="override config values, e.g. optim.lr=1e-3 trainer.max_epochs=2 (values are YAML)")
+    _add_options(parser)
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="run folder (default: the config's run_dir); re-use it to resume")
     parser.add_argument("--task-module", action="append", default=[], metavar="MODULE",
                         help="import MODULE first, so that tasks/models it registers can be used (repeatable)")
+
+
+def _split_options(args: argparse.Namespace) -> tuple[list[str], str | None, list[str]]:
+    """(overrides, run_dir, task_modules) from options given before or among the overrides."""
+    late = argparse.ArgumentParser(prog="voxsep train", add_help=False)
+    _add_options(late)
+    found, overrides = late.parse_known_args(args.overrides)
+    unknown = [item for item in overrides if item.startswith("-")]
+    if unknown:
+        raise VoxsepError(f"voxsep train: unknown option {unknown[0]} (options: --run-dir, --task-module)")
+    return overrides, found.run_dir or args.run_dir, [*args.task_module, *found.task_module]
 
 
 def import_task_module(task: str, extra: list[str] = ()) -> None:
@@ -45,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.config import load_config
     from engine.train import BEST_PT, is_global_rank_zero, train
 
-    config = load_config(args.config, args.overrides, run_dir=args.run_dir)
-    import_task_module(config["task"], args.task_module)
+    overrides, run_dir, task_modules = _split_options(args)
+    config = load_config(args.config, overrides, run_dir=run_dir)
+    import_task_module(config["task"], task_modules)
     run_dir = train(config)
     # DDP workers re-run this command; only the main process reports
     if is_global_rank_zero():
