@@ -124,3 +124,12 @@ def test_find_audio_files_skips_temporaries(tmp_path):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
     assert [p.relative_to(tmp_path).as_posix() for p in find_audio_files(tmp_path)] == ["a/c.flac", "b.wav"]
+
+
+def test_atomic_output_has_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_audio(tmp_path / "p.wav", torch.zeros(10), 8000)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.wav").stat().st_mode & 0o777 == 0o644
