@@ -346,6 +346,17 @@ def _loaders(task: Task, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoa
     return train_loader, valid_loader
 
 
+def _check_lightning_checkpoint(path: Path) -> None:
+    """Fail with one line (not Lightning's traceback) if the checkpoint to resume from is unreadable."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (any deserialisation failure)
+        detail = (str(err).strip().split(". ")[0].splitlines() or [type(err).__name__])[0][:120]
+        raise VoxsepError(f"{path}: cannot resume from it ({detail}); delete it to start the run over") from None
+    if not isinstance(state, dict) or "loops" not in state:
+        raise VoxsepError(f"{path}: not a Lightning training checkpoint; delete it to start the run over")
+
+
 def _remove_stale_temps(run_dir: Path) -> None:
     """Delete temp files a killed process left behind (atomic_output names them ``.NAME.*.part.EXT``)."""
     for path in run_dir.glob(".*.part.*"):
@@ -366,8 +377,10 @@ def train(config: Mapping[str, Any]) -> Path:
     trainer_cfg = config["trainer"]
     last_ckpt = run_dir / LAST_CKPT
     resume = last_ckpt.is_file()
-    if resume and (run_dir / CONFIG).is_file():
-        check_resumable(read_yaml(run_dir / CONFIG), config, run_dir / CONFIG)
+    if resume:
+        if (run_dir / CONFIG).is_file():
+            check_resumable(read_yaml(run_dir / CONFIG), config, run_dir / CONFIG)
+        _check_lightning_checkpoint(last_ckpt)
     # build everything that can fail on user input before the run folder is written
     pl.seed_everything(trainer_cfg["seed"], workers=True, verbose=False)
     task = get_task(config["task"], config["task_options"])

@@ -206,3 +206,15 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
     with pytest.raises(VoxsepError, match=r"run: training loss is nan at step 0 \(epoch 0\); lower optim.lr"):
         train(config)
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_unreadable_resume_checkpoint_is_one_clear_error(tmp_path):
+    config = toy_config(tmp_path / "run", max_epochs=1)
+    train(config)
+    last = tmp_path / "run" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:100])
+    with pytest.raises(VoxsepError, match=f"{last}: cannot resume from it .*; delete it to start the run over"):
+        train({**config, "trainer": {**config["trainer"], "max_epochs": 2}})
+    torch.save({"step": 3}, last)
+    with pytest.raises(VoxsepError, match=f"{last}: not a Lightning training checkpoint"):
+        train(config)

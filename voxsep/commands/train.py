@@ -20,6 +20,11 @@ TASK_MODULES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "The run folder gets config.yaml, last.ckpt (resumable), last.pt and best.pt (voxsep checkpoints), "
+        "history.jsonl and logs/. Re-running the same command resumes; a config change other than run length, "
+        "devices, workers or logging is refused."
+    )
     parser.add_argument("config", help="recipe config (YAML), e.g. recipes/tts_separation/conf.yaml")
     # REMAINDER + a second parse in run(): options may come after the overrides too
     # (argparse's parse_args stops collecting positionals at the first option)
