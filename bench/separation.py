@@ -1,0 +1,256 @@
+"""Separation speed and memory: real-time factors, long files, training throughput.
+
+Part ``rtf``: real-time factor (processing seconds / audio seconds) of ``separate`` on
+``--seconds`` of 8 kHz audio with ``--threads`` torch threads, for the multi-head separator's CPU
+config (count head + the chosen head) and paper config, and asteroid's DPRNNTasNet and ConvTasNet
+(asteroid defaults, 5 outputs; their ``forward``). All models run in this one process, interleaved
+round by round (``--repeats`` rounds after a warm-up), so a busy machine slows them alike; the
+table gives the median wall-clock RTF and the median CPU-time RTF (process CPU seconds, all
+threads, per audio second).
+
+Part ``long``: ``voxsep separate``'s long-file path (:meth:`separation.inference.Separator.
+separate_file`: counting pass + separation pass, 8 s windows, 1 s overlap) on synthetic files of
+``--long-minutes`` minutes, each in a fresh subprocess that writes its input block by block,
+reporting wall time, RTF, the RSS just before separating (model and libraries loaded) and the
+subprocess's peak RSS (``ru_maxrss``); their difference is what separating the file costs.
+
+Part ``train``: training samples (4 s mixtures of 1-5 talkers) per second, batch 4, for the CPU
+and paper configs (forward on the heads present + multi-scale PIT/count loss + backward + Adam).
+
+Usage::
+
+    python -m bench.separation                        # everything (the 60 min file takes a while)
+    voxsep bench separation --parts rtf,train --threads 2
+    python -m bench.separation --parts long --long-minutes 1,10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from frontend import atomic_output
+
+SR = 8000
+PARTS = ("rtf", "long", "train")
+
+
+def speech_like(n: int, rng: np.random.Generator, n_talkers: int = 2) -> np.ndarray:
+    """Harmonic "voices" (random f0 with vibrato) with syllable-rate envelopes, summed."""
+    t = np.arange(n) / SR
+    out = np.zeros(n)
+    for _ in range(n_talkers):
+        f0 = rng.uniform(90, 280) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / SR
+        voice = sum(0.6 ** h * np.sin(h * phase) for h in range(1, 6))
+        env = (np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6.3)) > -0.3).astype(float)
+        out += voice * env
+    return (0.3 * out / max(1e-9, np.abs(out).max())).astype(np.float32)
+
+
+def build(name: str):
+    """The benchmarked models (untrained: speed does not depend on the weights)."""
+    from separation.baselines import ConvTasNetBaseline, DPRNNBaseline
+    from separation.model import CPU_CONFIG, PAPER_CONFIG, MulCatSeparator
+
+    if name == "ours_cpu":
+        return MulCatSeparator(dict(CPU_CONFIG, max_speakers=5))
+    if name == "ours_paper":
+        return MulCatSeparator(dict(PAPER_CONFIG, max_speakers=5))
+    if name == "asteroid_dprnn":
+        return DPRNNBaseline(dict(max_speakers=5))
+    if name == "asteroid_convtasnet":
+        return ConvTasNetBaseline(dict(max_speakers=5))
+    raise ValueError(name)
+
+
+RTF_MODELS = ("ours_cpu", "ours_paper", "asteroid_dprnn", "asteroid_convtasnet")
+
+
+def bench_rtf(seconds: float, repeats: int, models=RTF_MODELS) -> list[dict]:
+    rng = np.random.default_rng(0)
+    wav = torch.from_numpy(speech_like(int(seconds * SR), rng))
+    built = {name: build(name).eval() for name in models}
+
+    def run(name):
+        model = built[name]
+        with torch.inference_mode():
+            if name.startswith("asteroid"):
+                model.network(wav[None])  # the asteroid model as shipped: 5 outputs
+            else:
+                model.separate(wav)  # trunk once, count head, decode the chosen head
+
+    wall = {n: [] for n in models}
+    cpu = {n: [] for n in models}
+    for name in models:
+        run(name)  # warm-up
+    for _ in range(repeats):
+        for name in models:
+            w0, c0 = time.perf_counter(), time.process_time()
+            run(name)
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    rows = []
+    for name in models:
+        rows.append({
+            "model": name, "params_M": round(sum(p.numel() for p in built[name].parameters()) / 1e6, 3),
+            "rtf_wall_median": round(statistics.median(wall[name]) / seconds, 4),
+            "rtf_wall_min": round(min(wall[name]) / seconds, 4),
+            "rtf_cpu_median": round(statistics.median(cpu[name]) / seconds, 4),
+        })
+    return rows
+
+
+def bench_train(steps: int, batch_size: int = 4, segment: float = 4.0) -> list[dict]:
+    from separation.losses import separation_loss
+
+    rng = np.random.default_rng(1)
+    length = int(segment * SR)
+    rows = []
+    for name in ("ours_cpu", "ours_paper"):
+        model = build(name).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+        times = []
+        for step in range(steps + 1):
+            n_src = torch.from_numpy(rng.integers(1, 6, batch_size))
+            sources = torch.zeros(batch_size, 5, length)
+            for b, k in enumerate(n_src.tolist()):
+                sources[b, :k] = torch.from_numpy(np.stack([speech_like(length, rng, 1) for _ in range(k)]))
+            mix = sources.sum(1)
+            start = time.perf_counter()
+            out = model(mix, heads=sorted(set(n_src.tolist())))
+            loss, _ = separation_loss(out, sources, n_src, mix)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            if step:  # the first step warms up
+                times.append(time.perf_counter() - start)
+        per_step = statistics.median(times)
+        rows.append({"model": name, "batch": batch_size, "segment_s": segment, "step_s_median": round(per_step, 3),
+                     "samples_per_s": round(batch_size / per_step, 3)})
+    return rows
+
+
+def _current_rss_mb() -> float:
+    """Resident set size now (Linux ``/proc/self/status``), in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _long_worker(minutes: float, threads: int, window: float) -> dict:
+    """Runs in a subprocess: write a synthetic file block by block, then separate it."""
+    import soundfile as sf
+
+    from separation.inference import Separator
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "long.wav"
+        with sf.SoundFile(str(path), "w", samplerate=SR, channels=1, subtype="PCM_16") as f:
+            remaining = int(minutes * 60 * SR)
+            while remaining:
+                n = min(remaining, 60 * SR)
+                f.write(speech_like(n, rng, int(rng.integers(1, 4))))
+                remaining -= n
+        model = build("ours_cpu").eval()
+        separator = Separator(model, window=window, overlap=1.0, model_name="ours_cpu (untrained)")
+        rss_before = _current_rss_mb()
+        start = time.perf_counter()
+        summary = separator.separate_file(path, Path(tmp) / "out")
+        wall = time.perf_counter() - start
+    return {"minutes": minutes, "wall_s": round(wall, 2), "rtf": round(wall / (minutes * 60), 4),
+            "count": summary["count"], "n_windows": summary["n_windows"],
+            "rss_before_mb": round(rss_before, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def bench_long(minutes_list: list[float], threads: int, window: float) -> list[dict]:
+    rows = []
+    for minutes in minutes_list:
+        proc = subprocess.run([sys.executable, "-m", "bench.separation", "--long-worker", str(minutes),
+                               "--threads", str(threads), "--window", str(window)],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"long-file worker ({minutes} min) failed:\n{proc.stderr[-2000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"  long file {minutes} min: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
+    lines += ["  ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voxsep bench separation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio length for the RTF (default 10)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds for the RTF (default 5)")
+    parser.add_argument("--long-minutes", default="1,10,60", help="long-file lengths in minutes (default 1,10,60)")
+    parser.add_argument("--window", type=float, default=8.0, help="long-file window in seconds (default 8)")
+    parser.add_argument("--long-threads", type=int, default=None, help="torch threads for long files (default --threads)")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per model (default 3)")
+    parser.add_argument("--out", default="bench_results/separation.json", help="JSON output")
+    parser.add_argument("--long-worker", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.long_worker is not None:
+        print(json.dumps(_long_worker(args.long_worker, args.threads, args.window)))
+        return 0
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                          "threads": args.threads, "cpus": os.cpu_count(),
+                          "load_avg_1m": round(os.getloadavg()[0], 2)}}
+    if "rtf" in parts:
+        rows = bench_rtf(args.seconds, args.repeats)
+        result["rtf"] = {"seconds": args.seconds, "sample_rate": SR, "rows": rows}
+        print(f"\nReal-time factor, {args.seconds:g} s at {SR} Hz, {args.threads} threads "
+              f"(median of {args.repeats} interleaved rounds)\n" + _table(rows), flush=True)
+    if "train" in parts:
+        rows = bench_train(args.train_steps)
+        result["train"] = rows
+        print("\nTraining throughput (4 s mixtures of 1-5 talkers, batch 4)\n" + _table(rows), flush=True)
+    if "long" in parts:
+        minutes = [float(m) for m in args.long_minutes.split(",") if m.strip()]
+        long_threads = args.long_threads or args.threads
+        rows = bench_long(minutes, long_threads, args.window)
+        result["long"] = {"window_s": args.window, "overlap_s": 1.0, "threads": long_threads, "rows": rows}
+        print(f"\nLong files (count pass + separation pass, {args.window:g} s windows, {long_threads} threads), "
+              f"ours_cpu\n"
+              + _table(rows), flush=True)
+    result["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    out = Path(args.out)
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
