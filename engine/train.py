@@ -117,6 +117,8 @@ class TaskModule(pl.LightningModule):
         self._train_avg = EpochAverages()
         self._val_avg = EpochAverages()
         self._train_epoch: tuple[int, dict[str, float]] | None = None
+        #: (epoch, pooled validation means) of the latest validation run
+        self.last_validation: tuple[int, dict[str, float]] | None = None
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logs = self.task.loss(self.model, batch)
@@ -140,8 +142,11 @@ class TaskModule(pl.LightningModule):
         self._val_avg.add(metrics, self.task.batch_size(batch))
 
     def on_validation_epoch_end(self) -> None:
-        for key, value in self._val_avg.reduce().items():
+        means = self._val_avg.reduce()
+        for key, value in means.items():
             self.log(f"val/{key}", value, on_epoch=True, prog_bar=key == "loss")
+        if not self.trainer.sanity_checking:
+            self.last_validation = (self.current_epoch, means)
 
     def finish_train_epoch(self) -> dict[str, float]:
         """Pool and log this epoch's training means (collective under DDP; once per epoch)."""
@@ -306,8 +311,9 @@ class RunFiles(pl.Callback):
             self._maybe_best(trainer, pl_module)
         if not trainer.is_global_zero:
             return
-        metrics = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("val/")}
-        metrics.update({f"train/{k}": v for k, v in train_means.items()})
+        metrics = {f"train/{k}": v for k, v in train_means.items()}
+        if pl_module.last_validation is not None and pl_module.last_validation[0] == trainer.current_epoch:
+            metrics.update({f"val/{k}": v for k, v in pl_module.last_validation[1].items()})
         self._append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lr": self._epoch_lr,
                       "elapsed_s": round(time.monotonic() - self._start, 3), **metrics})
 

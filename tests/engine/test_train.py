@@ -84,6 +84,16 @@ def test_training_writes_the_run_folder_and_learns(tmp_path):
     assert read_yaml(run_dir / "config.yaml")["trainer"]["max_epochs"] == 5
 
 
+def test_validation_every_other_epoch(tmp_path):
+    config = toy_config(tmp_path / "run", max_epochs=4, val_every_n_epochs=2)
+    train(config)
+    epochs = _epochs(tmp_path / "run")
+    assert ["val/loss" in r for r in epochs] == [False, True, False, True]
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["step"] in (16, 32)
+    assert best["metrics"]["best/val/loss"] == pytest.approx(min(r["val/loss"] for r in epochs if "val/loss" in r))
+
+
 def test_without_validation_best_follows_training_loss(tmp_path):
     config = toy_config(tmp_path / "run", max_epochs=2, num_workers=1)
     config["data"]["n_valid"] = 0
