@@ -1,7 +1,6 @@
 """The multi-head MulCat separator and the baselines: shapes of every head and block, chunking,
 the count selectors, checkpoints through the engine, and an overfit run that must separate."""
 import math
-import time
 
 import pytest
 import torch
@@ -173,7 +172,7 @@ def test_tiny_model_overfits_two_talker_mixtures():
                                  hidden_size=32, chunk_size=50, n_blocks=2))
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     n_src = torch.full((n,), 2)
-    start, improvement = time.monotonic(), -math.inf
+    improvement = -math.inf
     for step in range(300):
         model.train()
         loss, _ = separation_loss(model(mix, heads=[2]), sources, n_src, mix)
@@ -184,7 +183,7 @@ def test_tiny_model_overfits_two_talker_mixtures():
         if step % 10 == 9:
             est = torch.stack(model.separate(mix, 2))
             improvement = float(si_snr_improvement(est, sources, mix).mean())
-            if improvement >= 16 or time.monotonic() - start > 80:
+            if improvement >= 16:
                 break
     assert improvement >= 15.0
     assert model.count(mix) == [2] * n  # the count head learned the (only) count
