@@ -80,12 +80,20 @@ class AsteroidBaseline(SeparationModel):
         heads = None if heads is None else tuple(heads)
         if heads is not None and any(c != self.max_speakers for c in heads):
             raise ValueError(f"a baseline has only the {self.max_speakers}-output head, asked for {heads}")
-        est = self.network(mix)  # (B, C_max, T)
+        est = self._network(mix)  # (B, C_max, T)
         return SeparationOutput(blocks=[BlockOutput(est_sources={self.max_speakers: est}, count_logits=None)])
+
+    def _network(self, mix: torch.Tensor) -> torch.Tensor:
+        """The asteroid model on ``(B, T)``; inputs shorter than its encoder kernel are zero-padded."""
+        kernel = int(getattr(self.network.encoder.filterbank, "kernel_size", 1))
+        length = mix.shape[-1]
+        if length < kernel:
+            return self.network(torch.nn.functional.pad(mix, (0, kernel - length)))[..., :length]
+        return self.network(mix)
 
     def _separate_batch(self, mix: torch.Tensor, counts: list[int] | None
                         ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        est = self.network(mix)
+        est = self._network(mix)
         probs = self._probabilities_from_power(est)
         if counts is None:
             counts = [int(k) for k in probs.argmax(dim=-1)]

@@ -187,3 +187,12 @@ def test_tiny_model_overfits_two_talker_mixtures():
                 break
     assert improvement >= 15.0
     assert model.count(mix) == [2] * n  # the count head learned the (only) count
+
+
+@pytest.mark.parametrize("model", [MulCatSeparator(TINY), DPRNNBaseline(TINY_DPRNN), ConvTasNetBaseline(TINY_CONVTASNET)],
+                         ids=["svoice_multihead", "dprnn_tasnet", "conv_tasnet"])
+def test_inputs_shorter_than_the_encoder_kernel(model):
+    for length in (1, 5, 9):
+        (est,) = model.separate(torch.randn(length), 2)
+        assert est.shape == (2, length) and torch.isfinite(est).all()
+        assert model(torch.randn(2, length)).est_sources[3].shape == (2, 3, length)
