@@ -147,7 +147,8 @@ def test_kill_9_then_rerun_resumes_from_the_saved_step(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     saved_step = torch.load(run_dir / "last.ckpt", weights_only=True)["global_step"]
     assert saved_step % 4 == 0 and 4 <= saved_step < 48
-    assert load_checkpoint(run_dir / "last.pt")["step"] == saved_step
+    # last.pt is written just before last.ckpt: a kill between the two leaves it one interval ahead
+    assert load_checkpoint(run_dir / "last.pt")["step"] in (saved_step, saved_step + 4)
 
     result = run_voxsep("train", str(path))
     assert result.returncode == 0, result.stderr[-2000:]
