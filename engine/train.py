@@ -14,6 +14,8 @@ Re-running the same command with the same ``run_dir`` resumes from ``last.ckpt``
 keys in :data:`engine.config.RESUMABLE_CHANGES` (run length, workers, devices/strategy, logging
 and checkpoint intervals), i.e. the task, model, data, optimizer, scheduler, batch size, seed,
 precision or the number of training batches per epoch. A finished run re-run does no more steps.
+A run stopped by ``trainer.max_time_minutes`` ends its current epoch early (Lightning's rule);
+re-running with a larger limit (an allowed change) goes on with the next epoch.
 
 DDP: ``trainer.strategy: ddp`` with ``trainer.devices: N`` runs N processes (gloo on CPU). Lightning
 starts the extra processes by re-running the current command, so call :func:`train` from a

@@ -229,3 +229,21 @@ def test_unreadable_resume_checkpoint_is_one_clear_error(tmp_path):
     torch.save({"step": 3}, last)
     with pytest.raises(VoxsepError, match=f"{last}: not a Lightning training checkpoint"):
         train(config)
+
+
+def test_max_time_stops_and_a_longer_limit_resumes(tmp_path):
+    config = toy_config(tmp_path / "run", max_epochs=3, max_time_minutes=0.01)  # 0.6 s of training
+    config["data"]["delay_s"] = 0.005  # >= 0.04 s a step: 24 steps take > 0.96 s
+    train(config)
+    stopped = load_checkpoint(tmp_path / "run" / "last.pt")["step"]
+    assert 0 < stopped < 24
+    state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == stopped
+    # Lightning ends the interrupted epoch there; a re-run with a longer limit starts the next one
+    done = state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"]
+    assert done == -(-stopped // 8)
+    config["trainer"]["max_time_minutes"] = None
+    train(config)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == stopped + 8 * (3 - done)
+    resume = [r for r in read_history(tmp_path / "run") if r.get("event") == "resume"]
+    assert [r["step"] for r in resume] == [stopped]
