@@ -343,7 +343,7 @@ def _loaders(task: Task, config: Mapping[str, Any]) -> tuple[DataLoader, DataLoa
     workers = trainer_cfg["num_workers"]
     common = {
         "batch_size": trainer_cfg["batch_size"], "num_workers": workers, "collate_fn": task.collate,
-        "pin_memory": trainer_cfg["accelerator"] not in ("cpu",),
+        "pin_memory": trainer_cfg["accelerator"] != "cpu" and torch.cuda.is_available(),
     }
     # workers that live across epochs would never see set_epoch() called in the main process
     per_epoch = callable(getattr(train_ds, "set_epoch", None))
