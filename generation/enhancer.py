@@ -84,7 +84,8 @@ class Enhancer(nn.Module):
 
     @torch.inference_mode()
     def enhance(self, noisy: torch.Tensor, target_field: int | None = None) -> torch.Tensor:
-        """Denoise ``noisy (T,)`` or ``(B, T)`` -> same shape; runs ``target_field`` samples a pass."""
+        """Denoise ``noisy (T,)`` or ``(B, T)`` -> same shape; runs ``target_field`` samples a pass
+        (default: the larger of the training target field and 16384)."""
         if noisy.dim() not in (1, 2):
             raise ValueError(f"noisy must be (T,) or (B, T), got {tuple(noisy.shape)}")
         squeeze = noisy.dim() == 1
@@ -95,7 +96,9 @@ class Enhancer(nn.Module):
         rms = x.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-6)
         scale = self.config.input_rms / rms
         x = x * scale
-        tf = target_field or self.config.target_field
+        # Any chunk size gives the same output (each chunk carries its full context); long chunks
+        # waste less work on context than the training target field would.
+        tf = target_field or max(self.config.target_field, 16384)
         lookback, lookahead = self.wavenet.lookback, self.wavenet.lookahead
         padded = F.pad(x, (lookback, lookahead + tf))
         out = torch.empty_like(x)
