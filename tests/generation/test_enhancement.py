@@ -184,3 +184,22 @@ def test_enhancement_task_datasets_from_manifest(corpus):
     assert loss.ndim == 0 and math.isfinite(logs["loss"])
     with pytest.raises(Exception, match="unknown data keys"):
         task.build_datasets({"manifest": str(corpus), "snr": 3}, SR)
+
+
+def test_read_utterances_from_folder_and_bad_manifest(tmp_path):
+    from frontend import save_audio
+    from generation.data import read_utterances
+
+    for spk in ("101", "202", "303"):
+        save_audio(tmp_path / "lib" / spk / "1" / f"{spk}-1-0001.flac", torch.zeros(800) + 0.1, SR)
+    utts = read_utterances(tmp_path / "lib")
+    assert sorted(u.speaker for u in utts) == ["101", "202", "303"]
+    assert all(u.split in ("train", "valid", "test") for u in utts)
+    key = lambda us: [(u.path, u.speaker, u.split) for u in us]  # noqa: E731
+    assert key(read_utterances(tmp_path / "lib")) == key(utts)  # the split is a stable function of the speaker
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"path": "a.flac", "speaker": "x", "split": "train"}\n{"path": "b.flac"}\n')
+    with pytest.raises(Exception, match=r"m.jsonl:2: bad manifest line"):
+        read_utterances(bad)
+    with pytest.raises(Exception, match="no such manifest"):
+        read_utterances(tmp_path / "missing.jsonl")
