@@ -13,6 +13,7 @@ from frontend import atomic_output
 
 # (column in the rows, header in the Markdown table, format)
 TABLE_COLUMNS = [
+    ("si_snr", "SI-SNR true count", "db"),
     ("si_snri", "SI-SNRi true count", "db"),
     ("si_snri_est", "SI-SNRi est. count", "db"),
     ("sdri", "SDRi", "db"),
@@ -32,7 +33,8 @@ MEAN_COLUMNS = ["si_snr", "si_snri", "si_snri_est", "sdr", "sdri", "sir", "siri"
 COUNTING_RULE = (
     "SI-SNRi (est. count): estimates are matched to references by the Hungarian algorithm on "
     "SI-SNR; a reference left without an estimate scores 0 dB (the mixture as its estimate); "
-    "extra estimates are false talkers (not averaged). SI-SNRi/SDRi (true count): the output for "
+    "extra estimates are false talkers (not averaged). A single clean talker (the mixture equals "
+    "its reference) has no SI-SNRi: it is left blank and SI-SNR is reported. SI-SNRi/SDRi (true count): the output for "
     "the true count. SDR/SIR/SAR: bss_eval v3 (mir_eval's definition and permutation); SAR is "
     "shown as is, since a clean mixture has no artifacts (its SAR is the 100 dB cap). "
     "RTF: separation time / audio duration (CPU). Oracle IBM/IRM: ideal binary / ratio masks "

@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from evaluation.counting import confusion_matrix, count_accuracy, count_aware_si_snri
-from evaluation.metrics import MetricError, bss_eval
+from evaluation.metrics import MetricError, bss_eval, pairwise_si_snr
 from evaluation.perceptual import available_perceptual, pesq_scores, stoi_scores
 from evaluation.systems import CallableSystem, SystemOutput
 from frontend import VoxsepError, atomic_output
@@ -115,6 +115,13 @@ def score_outputs(ref: np.ndarray, mix: np.ndarray, out: SystemOutput, sample_ra
     return row
 
 
+def _mixture_is_the_reference(ref: np.ndarray, mix: np.ndarray, threshold_db: float = 60.0) -> bool:
+    """True when there is one reference and the mixture equals it up to ``threshold_db`` SI-SNR."""
+    if ref.shape[0] != 1:
+        return False
+    return bool(pairwise_si_snr(ref, mix[None])[0, 0] >= threshold_db)
+
+
 def _finite(est: np.ndarray, notes: list[str]) -> np.ndarray:
     if np.isfinite(est).all():
         return est
@@ -132,6 +139,11 @@ def _score_into(row, notes, ref, mix, est_all, est, sample_rate, options) -> Non
         return
     true_score = count_aware_si_snri(ref, est, mix)
     row.update(si_snr=true_score.mean_si_snr, si_snri=true_score.mean_si_snri)
+    if _mixture_is_the_reference(ref, mix):
+        # one talker and no noise: the mixture already is the reference (SI-SNR ~ +inf), so an
+        # improvement is meaningless; such mixtures report SI-SNR only
+        row.update(si_snri=float("nan"), si_snri_est=float("nan"))
+        notes.append("one clean talker: SI-SNRi undefined (see SI-SNR)")
     if options.bss:
         try:
             bss = bss_eval(ref, est, mix)

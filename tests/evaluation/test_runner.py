@@ -307,3 +307,20 @@ def test_missing_eval_extra_drops_the_columns(speech_items, tmp_path, monkeypatc
     assert "sdri" in header and not {"pesq_nb", "pesq_wb", "stoi", "estoi"} & set(header)
     report = (tmp_path / "report.md").read_text()
     assert "SDRi" in report and "PESQ" not in report and "STOI" not in report
+
+
+def test_one_clean_talker_reports_si_snr_not_an_improvement(speech_items):
+    from evaluation import SystemOutput, score_outputs
+
+    opts = MetricOptions(bss=False, pesq=False, stoi=False)
+    ref = speech_items[0]["sources"].numpy().astype(np.float64)[:1]
+    mix = ref[0].copy()
+    est = 0.5 * ref + 0.01 * np.random.default_rng(0).standard_normal(ref.shape)
+    row = score_outputs(ref, mix, SystemOutput(est, est, 0.1), 8000, opts)
+    expected = 10 * np.log10(np.sum((0.5 * ref) ** 2) / np.sum((est - 0.5 * ref) ** 2))  # est is already scaled
+    assert np.isnan(row["si_snri"]) and np.isnan(row["si_snri_est"])
+    assert abs(row["si_snr"] - expected) < 0.05 and "one clean talker" in row["note"]
+    # with noise in the mixture the improvement is defined again
+    noisy = mix + 0.1 * np.random.default_rng(1).standard_normal(mix.shape)
+    row = score_outputs(ref, noisy, SystemOutput(est, est, 0.1), 8000, opts)
+    assert np.isfinite(row["si_snri"]) and row["si_snri"] > 0
