@@ -159,3 +159,34 @@ def test_bad_options_are_user_errors(tmp_path, checkpoint, capsys):
     assert "1..3" in capsys.readouterr().err
     assert main(["separate", str(tmp_path / "a.wav"), "--model", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_separate_then_enhance_rewrites_each_talker_with_the_denoiser(tmp_path, checkpoint):
+    from engine.checkpoint import model_from_checkpoint
+    from generation.enhancer import Enhancer, EnhancerConfig
+    from generation.wavenet import WaveNetConfig
+    from voxsep.pipelines import enhance_sources
+
+    torch.manual_seed(1)
+    enhancer = Enhancer(EnhancerConfig(wavenet=WaveNetConfig(
+        layers_per_cycle=3, n_cycles=1, kernel_size=3, causal=False, residual_channels=8, gate_channels=8,
+        skip_channels=8, output="regression"), target_field=128)).eval()
+    enh_path = tmp_path / "enh.pt"
+    save_checkpoint(enh_path, task="enhancement", model_name="wavenet_denoiser", model_config=enhancer.config,
+                    sample_rate=SR, model=enhancer)
+    sf.write(tmp_path / "a.wav", _speech_like(1.0), SR)
+    plain, enhanced = tmp_path / "plain", tmp_path / "enhanced"
+    args = [str(tmp_path / "a.wav"), "--model", str(checkpoint), "-k", "2"]
+    assert main(["separate", *args, "-o", str(plain)]) == 0
+    assert main(["separate", *args, "-o", str(enhanced), "--enhance", str(enh_path)]) == 0
+    before = torch.stack([load_audio(plain / "a" / f"s{i}.wav")[0] for i in (1, 2)])
+    after = torch.stack([load_audio(enhanced / "a" / f"s{i}.wav")[0] for i in (1, 2)])
+    with torch.inference_mode():
+        expected = enhance_sources(before, SR, model_from_checkpoint(enh_path))
+    expected = expected * min(1.0, 0.99 / float(expected.abs().max()))
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(after, before, atol=1e-3)
+    assert json.loads((enhanced / "a" / "summary.json").read_text())["enhanced_with"] == str(enh_path)
+    # a separation checkpoint is no enhancer: one line naming the file, nothing written
+    assert main(["separate", *args, "-o", str(tmp_path / "bad"), "--enhance", str(checkpoint)]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (default: ./separated)")
     parser.add_argument("--num-speakers", "-k", type=int, default=None, metavar="K",
                         help="number of talkers, when known (skips counting)")
+    parser.add_argument("--enhance", nargs="?", const="default", default=None, metavar="NAME|CKPT",
+                        help="denoise every separated talker with a WaveNet denoiser "
+                             "(default: the bundled one)")
 
 
 def load_separator(args: argparse.Namespace) -> Separator:
@@ -99,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     for line in errors:
         report_error(line)
     separator = load_separator(args)
+    enhancer = None
+    if args.enhance:
+        from voxsep.pipelines import load_enhancer
+
+        enhancer = load_enhancer(args.enhance)
     if args.num_speakers is not None and not 1 <= args.num_speakers <= separator.max_speakers:
         raise VoxsepError(f"--num-speakers must be in 1..{separator.max_speakers} for this model")
     out = Path(args.out)
@@ -108,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
             with tqdm(total=None, unit="sample", unit_scale=True, desc=path.name, leave=False,
                       disable=None, file=sys.stderr) as bar:
                 summary = separator.separate_file(path, out / name, args.num_speakers, progress=bar.update)
+            if enhancer is not None:
+                from voxsep.pipelines import enhance_folder
+
+                enhance_folder(out / name, summary["count"], separator.sample_rate, enhancer, name=str(args.enhance))
         except VoxsepError as err:
             if args.debug:
                 raise
