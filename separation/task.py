@@ -117,7 +117,8 @@ class SeparationTask(Task):
 
     @torch.no_grad()
     def validation_metrics(self, model: nn.Module, batch: dict) -> dict[str, float]:
-        """Loss, SI-SNRi with the true count, and count accuracy (estimated count)."""
+        """Loss, SI-SNRi with the true count (over items of 2+ talkers), and count accuracy
+        (estimated count)."""
         loss, logs = self.loss(model, batch)
         mix, sources, n_src, lengths = batch["mix"], batch["sources"], batch["n_src"], batch["lengths"]
         est_list, probs = model.separate_and_count(mix, [max(1, int(k)) for k in n_src])
@@ -125,7 +126,7 @@ class SeparationTask(Task):
         improvements = []
         for b, est in enumerate(est_list):
             k, n = int(n_src[b]), int(lengths[b])
-            if k == 0:
+            if k <= 1:  # one talker: the mixture is the source, an improvement is meaningless
                 continue
             improvements.append(float(si_snr_improvement(est[None, :, :n], sources[b:b + 1, :k, :n],
                                                          mix[b:b + 1, :n])[0]))
