@@ -139,17 +139,18 @@ def _score_into(row, notes, ref, mix, est_all, est, sample_rate, options) -> Non
         return
     true_score = count_aware_si_snri(ref, est, mix)
     row.update(si_snr=true_score.mean_si_snr, si_snri=true_score.mean_si_snri)
-    if _mixture_is_the_reference(ref, mix):
-        # one talker and no noise: the mixture already is the reference (SI-SNR ~ +inf), so an
-        # improvement is meaningless; such mixtures report SI-SNR only
-        row.update(si_snri=float("nan"), si_snri_est=float("nan"))
-        notes.append("one clean talker: SI-SNRi undefined (see SI-SNR)")
     if options.bss:
         try:
             bss = bss_eval(ref, est, mix)
             row.update({c: _mean(bss[c]) for c in BSS_COLUMNS})
         except MetricError as err:
             notes.append(f"bss_eval: {err}")
+    if _mixture_is_the_reference(ref, mix):
+        # one talker and no noise: the mixture already is the reference (SI-SNR ~ +inf), so an
+        # improvement is meaningless; such mixtures report SI-SNR and SDR only
+        row.update(si_snri=float("nan"), si_snri_est=float("nan"))
+        row.update({c: float("nan") for c in ("sdri", "siri", "sari") if c in row})
+        notes.append("one clean talker: SI-SNRi/SDRi undefined (see SI-SNR/SDR)")
     pairs = [(c, int(k)) for c, k in enumerate(true_score.perm) if k >= 0]
     if options.pesq:
         key = "pesq_nb" if sample_rate == 8000 else "pesq_wb"

@@ -320,6 +320,8 @@ def test_one_clean_talker_reports_si_snr_not_an_improvement(speech_items):
     expected = 10 * np.log10(np.sum((0.5 * ref) ** 2) / np.sum((est - 0.5 * ref) ** 2))  # est is already scaled
     assert np.isnan(row["si_snri"]) and np.isnan(row["si_snri_est"])
     assert abs(row["si_snr"] - expected) < 0.05 and "one clean talker" in row["note"]
+    row = score_outputs(ref, mix, SystemOutput(est, est, 0.1), 8000, MetricOptions(bss=True, pesq=False, stoi=False))
+    assert np.isnan(row["sdri"]) and np.isfinite(row["sdr"])
     # with noise in the mixture the improvement is defined again
     noisy = mix + 0.1 * np.random.default_rng(1).standard_normal(mix.shape)
     row = score_outputs(ref, noisy, SystemOutput(est, est, 0.1), 8000, opts)
