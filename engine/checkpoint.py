@@ -99,6 +99,19 @@ def config_to_dict(config: Any) -> dict:
     return _to_plain(dict(config), "model_config")
 
 
+def config_from_dict(config_class: type, config: Mapping[str, Any], what: str) -> Any:
+    """Build the config dataclass ``config_class`` from a plain dict, naming unknown keys.
+
+    Raises:
+        TypeError: keys that ``config_class`` does not have (``build_model`` turns it into a
+            one-line :class:`VoxsepError`).
+    """
+    unknown = set(config) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        raise TypeError(f"unknown {what} config keys: {sorted(unknown)}")
+    return config_class(**config)
+
+
 def build_model(name: str, config: Mapping[str, Any] | None = None) -> nn.Module:
     """Build the model registered as ``name`` from a plain config dict (see the module docstring).
 
@@ -115,7 +128,7 @@ def build_model(name: str, config: Mapping[str, Any] | None = None) -> nn.Module
         if config_class is not None:
             return cls(config_class(**config))
         return cls(**config)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # unknown/missing keys, or values a config rejects
         raise VoxsepError(f"model {name!r}: bad config {config}: {err}") from None
 
 

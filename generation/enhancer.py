@@ -10,14 +10,13 @@ the model sees speech at the level it was trained on whatever the file's level.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.checkpoint import register_model
+from engine.checkpoint import config_from_dict, register_model
 from generation.wavenet import WaveNet, WaveNetConfig
 
 
@@ -60,11 +59,7 @@ class Enhancer(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "Enhancer":
-        names = {f.name for f in dataclasses.fields(EnhancerConfig)}
-        unknown = set(config) - names
-        if unknown:
-            raise ValueError(f"unknown Enhancer config keys: {sorted(unknown)}")
-        return cls(EnhancerConfig(**config))
+        return cls(config_from_dict(EnhancerConfig, config, "Enhancer"))
 
     @property
     def receptive_field(self) -> int:

@@ -7,13 +7,12 @@ that a checkpoint carries them); features are standardised by fixed constants
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from engine.checkpoint import register_model
+from engine.checkpoint import config_from_dict, register_model
 from frontend import LogMelSpectrogram
 from generation.wavenet import WaveNet, WaveNetConfig, shift_right
 
@@ -72,11 +71,7 @@ class Vocoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "Vocoder":
-        names = {f.name for f in dataclasses.fields(VocoderConfig)}
-        unknown = set(config) - names
-        if unknown:
-            raise ValueError(f"unknown Vocoder config keys: {sorted(unknown)}")
-        return cls(VocoderConfig(**config))
+        return cls(config_from_dict(VocoderConfig, config, "Vocoder"))
 
     def mel_of(self, wav: torch.Tensor) -> torch.Tensor:
         """``wav (T,)`` or ``(B, T)`` -> standardised log-mel ``(..., n_mels, T // hop + 1)``."""

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.checkpoint import register_model
+from engine.checkpoint import config_from_dict, register_model
 from frontend import mulaw_decode, mulaw_encode
 
 OUTPUT_TYPES = ("mulaw", "logistic_mixture", "regression")
@@ -90,11 +90,7 @@ class WaveNetConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> "WaveNetConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(config) - names
-        if unknown:
-            raise ValueError(f"unknown WaveNet config keys: {sorted(unknown)}")
-        return cls(**config)
+        return config_from_dict(cls, config, "WaveNet")
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -11,13 +11,13 @@ References: DPRNN, Luo, Chen, Yoshioka 2020 (arXiv:1910.06379); Conv-TasNet, Luo
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import torch
 from asteroid.models import ConvTasNet, DPRNNTasNet
 
-from engine.checkpoint import register_model
+from engine.checkpoint import config_from_dict, register_model
 from separation.model import BlockOutput, SeparationModel, SeparationOutput, channel_power
 
 
@@ -38,10 +38,7 @@ class AsteroidBaselineConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> "AsteroidBaselineConfig":
-        unknown = set(config) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TypeError(f"unknown baseline config keys: {sorted(unknown)}")
-        return cls(**config)
+        return config_from_dict(cls, config, "baseline")
 
 
 class AsteroidBaseline(SeparationModel):

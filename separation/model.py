@@ -19,14 +19,14 @@ class ``j`` means ``j + count_offset`` talkers (``count_offset`` is 0 when the o
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.checkpoint import register_model
+from engine.checkpoint import config_from_dict, register_model
 
 COUNT_METHODS = ("head", "power")
 
@@ -274,11 +274,7 @@ class MulCatSeparatorConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> "MulCatSeparatorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(config) - known
-        if unknown:
-            raise TypeError(f"unknown MulCatSeparator config keys: {sorted(unknown)}")
-        return cls(**config)
+        return config_from_dict(cls, config, "MulCatSeparator")
 
 
 #: CPU-sized config: stride 8 halves the frame rate, small features and hidden size, 4 blocks

@@ -161,3 +161,18 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="cannot store a object"):
         _save(tmp_path / "n.pt", model, "toy_linear", {}, train_config={"x": object()})
     assert not (tmp_path / "n.pt").exists()
+
+
+def test_bad_model_configs_are_one_clear_error():
+    from engine.checkpoint import build_model
+    from frontend.errors import VoxsepError
+    import separation.model  # noqa: F401  (registers the models)
+    import generation.enhancer  # noqa: F401
+
+    with pytest.raises(VoxsepError, match=r"unknown MulCatSeparator config keys: \['n_heads'\]"):
+        build_model("svoice_multihead", {"n_heads": 3})
+    # a config value the dataclass rejects (ValueError) is the same one-line error
+    with pytest.raises(VoxsepError, match="wavenet_denoiser"):
+        build_model("wavenet_denoiser", {"wavenet": {"output": "mulaw"}})
+    with pytest.raises(VoxsepError, match=r"unknown WaveNet config keys: \['layers'\]"):
+        build_model("wavenet_denoiser", {"wavenet": {"layers": 3}})
