@@ -283,11 +283,17 @@ class MixtureManifestDataset(MixtureDataset):
         manifests: one or several jsonl files.
         n_src: keep only these talker counts (int or list); ``None`` keeps all.
         sample_rate: returned rate; ``None`` uses each manifest's ``sample_rate``.
+        max_per_count: keep only the first N records of each talker count (a small validation set
+            that still covers every count; manifests written by ``voxsep mix`` are sorted by count).
     """
 
     def __init__(self, manifests: str | os.PathLike | Sequence[str | os.PathLike],
-                 n_src: int | Sequence[int] | None = None, sample_rate: int | None = None, **kwargs):
+                 n_src: int | Sequence[int] | None = None, sample_rate: int | None = None,
+                 max_per_count: int | None = None, **kwargs):
         keep = set(_as_list(n_src))
+        if max_per_count is not None and int(max_per_count) < 1:
+            raise ValueError(f"max_per_count must be >= 1, got {max_per_count}")
+        per_count: dict[int, int] = {}
         records = []
         for manifest in _as_list(manifests):
             manifest = Path(manifest)
@@ -307,8 +313,12 @@ class MixtureManifestDataset(MixtureDataset):
                         int(r["sample_rate"]) if r.get("sample_rate") else None)
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                     raise VoxsepError(f"{manifest}:{n}: not a mixture record ({err.__class__.__name__}: {err})") from None
-                if not keep or rec.n_src in keep:
-                    records.append(rec)
+                if keep and rec.n_src not in keep:
+                    continue
+                if max_per_count is not None and per_count.get(rec.n_src, 0) >= int(max_per_count):
+                    continue
+                per_count[rec.n_src] = per_count.get(rec.n_src, 0) + 1
+                records.append(rec)
         super().__init__(records, sample_rate=sample_rate, **kwargs)
 
 

@@ -70,6 +70,16 @@ def test_three_readers_read_back_what_the_mixer_wrote(mixed, split):
     # split aliases and count filters
     assert len(Wsj0MixDataset(mixed, n_src=2, split="train" if split == "tr" else "test")) == 2
     assert MixtureManifestDataset(mixed / f"manifest_{split}.jsonl", n_src=[1, 3]).n_srcs == [1, 1, 3, 3]
+    # a small validation set that keeps every count: the first record of each count, in manifest order
+    small = MixtureManifestDataset(mixed / f"manifest_{split}.jsonl", max_per_count=1)
+    assert sorted(small.n_srcs) == [1, 2, 3]
+    first = {}
+    for rec_id, n in ((json.loads(l)["id"], json.loads(l)["n_src"])
+                      for l in (mixed / f"manifest_{split}.jsonl").read_text().splitlines()):
+        first.setdefault(n, rec_id)
+    assert {item["id"] for item in small} == set(first.values())
+    with pytest.raises(ValueError, match="max_per_count"):
+        MixtureManifestDataset(mixed / f"manifest_{split}.jsonl", max_per_count=0)
 
 
 def test_segments_crop_same_span_pad_and_drop(mixed):
