@@ -4,7 +4,8 @@ Each test utterance gets one noise kind (cycling through generation.noise.NOISE_
 other test speakers) at one SNR (cycling through --snrs), all seeded, so every run and every model
 sees the same set. Reports SI-SNR, PESQ (narrow-band at 8 kHz, wide-band otherwise) and STOI for
 the noisy input, a Wiener-filter baseline (scipy.signal.wiener) and the model, overall and by noise
-kind and SNR. Writes OUT/results.json, OUT/results.md and a few example files.
+kind and SNR. Writes OUT/results.json, OUT/results.md and, for the first --n-examples utterances,
+FLAC files (clean, noisy, enhanced) and a spectrogram PNG.
 
     python recipes/tts_enhancement/evaluate.py --model runs/tts_enhancement_cpu/best.pt \
         --manifest data/corpus/manifest_8k.jsonl --out runs/tts_enhancement_cpu/eval
@@ -23,6 +24,7 @@ from scipy.signal import wiener
 from tqdm import tqdm
 
 from evaluation import pesq_scores, si_snr, stoi_scores
+from evaluation.plots import plot_spectrograms
 from frontend import atomic_output, load_audio, save_audio
 from generation.data import read_utterances
 from generation.noise import NOISE_KINDS, make_noise, mix_at_snr
@@ -87,7 +89,10 @@ def main(argv=None) -> int:
         rows.append(row)
         if i < args.n_examples:
             for name, signal in (("clean", item["clean"]), ("noisy", item["noisy"]), ("enhanced", est)):
-                save_audio(out_dir / f"{item['name']}_{name}.wav", torch.from_numpy(np.clip(signal, -1, 1)).float(), sr)
+                save_audio(out_dir / f"{item['name']}_{name}.flac", torch.from_numpy(np.clip(signal, -1, 1)).float(), sr)
+            plot_spectrograms(item["noisy"], item["clean"][None], est[None], sr, out_dir / f"{item['name']}.png",
+                              titles={"mix": [f"noisy ({item['kind']}, {item['snr']:g} dB)"], "refs": ["clean"],
+                                      "ests": [f"enhanced (SI-SNRi {row['model/si_snri']:.1f} dB)"]})
     keys = [k for k in rows[0] if "/" in k]
     mean = lambda rs, k: float(np.nanmean([r[k] for r in rs]))  # noqa: E731
     groups = defaultdict(list)

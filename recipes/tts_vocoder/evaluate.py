@@ -5,7 +5,8 @@ the teacher-forced likelihood (bits per sample), and for the generated audio: lo
 (dB, RMS over bins and frames), mel-cepstral distortion (MCD, dB, 13 coefficients from a DCT of the
 log-mel, c0 excluded), PESQ and STOI against the original, and the generation real-time factor.
 A Griffin-Lim resynthesis from the same mel (torchaudio InverseMelScale + GriffinLim) is the
-baseline row. Writes OUT/results.json, OUT/results.md and a few example files.
+baseline row. Writes OUT/results.json, OUT/results.md and, for the first --n-examples utterances,
+FLAC files (original, vocoded, Griffin-Lim) and a spectrogram PNG.
 
     python recipes/tts_vocoder/evaluate.py --model runs/tts_vocoder_cpu/best.pt \
         --manifest data/corpus/manifest_8k.jsonl --out runs/tts_vocoder_cpu/eval
@@ -26,6 +27,7 @@ from scipy.fft import dct
 from tqdm import tqdm
 
 from evaluation import pesq_scores, stoi_scores
+from evaluation.plots import plot_spectrograms
 from frontend import atomic_output, load_audio, save_audio
 from generation.data import read_utterances
 from generation.losses import discretized_logistic_mixture_nll, mulaw_cross_entropy
@@ -97,7 +99,10 @@ def main(argv=None) -> int:
         rows.append(row)
         if i < args.n_examples:
             for name, signal in (("original", wav), ("vocoded", est), ("griffin_lim", gl)):
-                save_audio(out_dir / f"{row['name']}_{name}.wav", signal.clamp(-1, 1).float(), sr)
+                save_audio(out_dir / f"{row['name']}_{name}.flac", signal.clamp(-1, 1).float(), sr)
+            plot_spectrograms(wav.numpy(), gl.numpy()[None], est.numpy()[None], sr, out_dir / f"{row['name']}.png",
+                              titles={"mix": ["original"], "refs": ["Griffin-Lim (baseline)"],
+                                      "ests": ["WaveNet vocoder"]})
     keys = [k for k in rows[0] if k != "name"]
     summary = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
     result = {"model": args.model, "sample_rate": sr, "n": len(rows), "temperature": args.temperature,

@@ -162,6 +162,10 @@ def test_debug_recipe_trains_and_evaluates(tmp_path, corpus, recipe):
     key = "all" if recipe == "tts_enhancement" else None
     values = summary[key] if key else summary
     assert all(isinstance(v, float) for v in values.values()) and (out / "results.md").is_file()
+    # the example: three FLAC files (reference, input or baseline, model output) and a spectrogram PNG
+    flacs = sorted(out.glob("*.flac"))
+    assert len(flacs) == 3 and all(load_audio(f)[1] == 8000 for f in flacs)
+    assert len(list(out.glob("*.png"))) == 1
 
 
 def test_generation_imports_only_frontend_and_engine():
