@@ -26,8 +26,9 @@ HELP = "evaluate models or estimates on a mixture dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", default=[], metavar="NAME|CKPT",
-                        help="bundled model name or checkpoint; repeat or give a comma list to compare")
+    parser.add_argument("--model", action="append", default=[], metavar="[LABEL=]NAME|CKPT",
+                        help="bundled model name or checkpoint, optionally labelled (ours=runs/a/best.pt); "
+                             "repeat or give a comma list to compare")
     parser.add_argument("--estimates", action="append", default=[], metavar="[NAME=]DIR",
                         help="estimates written by another system as DIR/<mixture id>/s1.wav ... sK.wav "
                              "(the layout of `voxsep separate`); repeatable")
@@ -177,13 +178,16 @@ def build_systems(models: list[str], estimates: list[str], sample_rate: int | No
 
     systems, rate = [], sample_rate
     for spec in models:
+        label = None
+        if "=" in spec and not Path(spec).exists():
+            label, _, spec = spec.partition("=")
         sep = _load_separator(spec)
         if rate is None:
             rate = sep.sample_rate
         elif sep.sample_rate != rate:
             raise VoxsepError(f"{spec}: model runs at {sep.sample_rate} Hz but the evaluation uses {rate} Hz")
         calls = _ModelCallables(sep)
-        name = Path(spec).stem if ("/" in spec or os.sep in spec or spec.endswith(".pt")) else spec
+        name = label or (Path(spec).stem if ("/" in spec or os.sep in spec or spec.endswith(".pt")) else spec)
         systems.append(CallableSystem(name, calls.separate, calls.separate_with_count, calls.count_probs))
     for entry in estimates:
         name, _, folder = entry.rpartition("=") if "=" in entry else ("", "", entry)
