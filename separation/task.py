@@ -121,16 +121,17 @@ class SeparationTask(Task):
         (estimated count)."""
         loss, logs = self.loss(model, batch)
         mix, sources, n_src, lengths = batch["mix"], batch["sources"], batch["n_src"], batch["lengths"]
-        est_list, probs = model.separate_and_count(mix, [max(1, int(k)) for k in n_src])
-        count_acc = float((probs.argmax(-1).cpu() == n_src.cpu()).float().mean())
-        improvements = []
-        for b, est in enumerate(est_list):
+        improvements, correct = [], 0
+        for b in range(mix.shape[0]):
+            # item by item, without the batch's zero padding: what `separate` sees on a file
             k, n = int(n_src[b]), int(lengths[b])
+            est_list, probs = model.separate_and_count(mix[b:b + 1, :n], [max(1, k)])
+            correct += int(probs[0].argmax()) == k
             if k <= 1:  # one talker: the mixture is the source, an improvement is meaningless
                 continue
-            improvements.append(float(si_snr_improvement(est[None, :, :n], sources[b:b + 1, :k, :n],
+            improvements.append(float(si_snr_improvement(est_list[0][None], sources[b:b + 1, :k, :n],
                                                          mix[b:b + 1, :n])[0]))
-        metrics = {**logs, "loss": float(loss), "count_acc_est": count_acc}
+        metrics = {**logs, "loss": float(loss), "count_acc_est": correct / mix.shape[0]}
         if improvements:
             metrics["si_snri"] = sum(improvements) / len(improvements)
         return metrics

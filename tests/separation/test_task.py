@@ -58,9 +58,16 @@ def test_task_batches_mix_counts_and_the_loss_uses_each_items_head(data):
                                   batch["mix"], batch["lengths"], config=task.loss_config)
     assert torch.allclose(loss, expected, atol=1e-5)  # only the heads present are decoded: same loss
     model.eval()
-    metrics = task.validation_metrics(model, task.collate([valid_ds[i] for i in range(len(valid_ds))]))
+    items = [valid_ds[i] for i in range(len(valid_ds))]
+    valid_batch = task.collate(items)
+    assert len(set(valid_batch["lengths"].tolist())) > 1  # some items are zero-padded in the batch
+    metrics = task.validation_metrics(model, valid_batch)
     assert {"loss", "neg_sisnr", "count_ce", "si_snri", "count_acc_est"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values())
+    # the count accuracy is the one `separate` gives on each file alone (padding does not count)
+    with torch.no_grad():
+        alone = [int(model.count_probabilities(it["mix"]).argmax()) == it["n_src"] for it in items]
+    assert metrics["count_acc_est"] == pytest.approx(sum(alone) / len(alone))
 
 
 @pytest.mark.parametrize("recipe", ["tts_separation", "wsj0mix", "librimix"])
