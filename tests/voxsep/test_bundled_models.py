@@ -1,0 +1,71 @@
+"""The models shipped inside the package: found by name, small, documented, and of a fixed minimum
+quality on the bundled examples (voices of the corpus' test split, never heard in training).
+
+The floors sit below what the shipped checkpoints measure (see each model card), so a broken
+checkpoint, a changed model definition or a regression in inference fails here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.counting import count_aware_si_snri
+from evaluation.metrics import si_snr
+from voxsep.demo import build_demo_mixtures
+from voxsep.registry import MODELS_DIR, list_models, load_model
+
+# What the bundled separation models must reach on the demo's two-talker mixtures of bundled examples.
+SEPARATION_FLOOR = {"si_snri_db": 1.5, "count_accuracy": 0.5}  # measured: 2.76 dB, 5 of 6
+# The bundled denoiser on a bundled example with white noise at 5 dB SNR.
+ENHANCEMENT_FLOOR_DB = 3.0
+
+BUNDLED = list_models()
+
+
+def test_the_default_set_is_bundled_small_and_documented():
+    names = {(m.task, m.name) for m in BUNDLED}
+    assert ("separation", "default") in names
+    assert sum(m.path.stat().st_size for m in BUNDLED) <= 25 * 2**20
+    for m in BUNDLED:
+        assert m.path.parent == MODELS_DIR and m.card is not None, m.path
+        card = m.card.read_text(encoding="utf-8")
+        for needed in ("voxsep train", "## Evaluation", "## Limits"):
+            assert needed in card, f"{m.card}: no {needed!r}"
+
+
+@pytest.mark.parametrize("name", [m.name for m in BUNDLED if m.task == "separation"])
+def test_bundled_separation_model_counts_and_separates_unseen_voices(name):
+    from separation.inference import Separator
+
+    torch.set_num_threads(2)
+    net, ckpt = load_model(name, "separation")
+    separator = Separator(net, int(ckpt["sample_rate"]))
+    mixtures = build_demo_mixtures([2], per_count=6, sample_rate=separator.sample_rate, seed=0)
+    improvements, correct = [], 0
+    for _, mix, sources, _ in mixtures:
+        with torch.no_grad():
+            est, probabilities = separator.separate(mix, num_speakers=2)  # probabilities of 0..max talkers
+        count = int(torch.argmax(probabilities))
+        correct += count == 2
+        score = count_aware_si_snri(sources.numpy(), est.numpy(), mix.numpy())
+        improvements.append(score.mean_si_snri)
+    assert float(np.mean(improvements)) >= SEPARATION_FLOOR["si_snri_db"], improvements
+    assert correct / len(mixtures) >= SEPARATION_FLOOR["count_accuracy"]
+
+
+@pytest.mark.parametrize("name", [m.name for m in BUNDLED if m.task == "enhancement"])
+def test_bundled_denoiser_improves_a_noisy_example(name):
+    from voxsep.pipelines import load_enhancer
+
+    torch.set_num_threads(2)
+    denoiser = load_enhancer(name)
+    _, _, sources, _ = build_demo_mixtures([1], per_count=1, sample_rate=denoiser.sample_rate, seed=0)[0]
+    clean = sources[0].to(torch.float32)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    noise *= clean.norm() / noise.norm() / 10 ** (5 / 20)
+    noisy = clean + noise
+    with torch.no_grad():
+        enhanced = denoiser.enhance(noisy)
+    gain = si_snr(clean.numpy(), enhanced.numpy()) - si_snr(clean.numpy(), noisy.numpy())
+    assert gain >= ENHANCEMENT_FLOOR_DB, gain
