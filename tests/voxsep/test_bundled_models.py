@@ -11,21 +11,20 @@ import pytest
 import torch
 
 from evaluation.counting import count_aware_si_snri
-from evaluation.metrics import si_snr
 from voxsep.demo import build_demo_mixtures
 from voxsep.registry import MODELS_DIR, list_models, load_model
 
 # What the bundled separation models must reach on the demo's two-talker mixtures of bundled examples.
 SEPARATION_FLOOR = {"si_snri_db": 1.5, "count_accuracy": 0.5}  # measured: 2.76 dB, 5 of 6
-# The bundled denoiser on a bundled example with white noise at 5 dB SNR.
-ENHANCEMENT_FLOOR_DB = 3.0
 
 BUNDLED = list_models()
 
 
 def test_the_default_set_is_bundled_small_and_documented():
     names = {(m.task, m.name) for m in BUNDLED}
-    assert ("separation", "default") in names
+    # the denoiser and vocoder of the 50-minute CPU recipe runs are not worth shipping (their
+    # recipe READMEs say why); a bundled one would need its own quality test here
+    assert names == {("separation", "default")}
     assert sum(m.path.stat().st_size for m in BUNDLED) <= 25 * 2**20
     for m in BUNDLED:
         assert m.path.parent == MODELS_DIR and m.card is not None, m.path
@@ -52,20 +51,3 @@ def test_bundled_separation_model_counts_and_separates_unseen_voices(name):
         improvements.append(score.mean_si_snri)
     assert float(np.mean(improvements)) >= SEPARATION_FLOOR["si_snri_db"], improvements
     assert correct / len(mixtures) >= SEPARATION_FLOOR["count_accuracy"]
-
-
-@pytest.mark.parametrize("name", [m.name for m in BUNDLED if m.task == "enhancement"])
-def test_bundled_denoiser_improves_a_noisy_example(name):
-    from voxsep.pipelines import load_enhancer
-
-    torch.set_num_threads(2)
-    denoiser = load_enhancer(name)
-    _, _, sources, _ = build_demo_mixtures([1], per_count=1, sample_rate=denoiser.sample_rate, seed=0)[0]
-    clean = sources[0].to(torch.float32)
-    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-    noise *= clean.norm() / noise.norm() / 10 ** (5 / 20)
-    noisy = clean + noise
-    with torch.no_grad():
-        enhanced = denoiser.enhance(noisy)
-    gain = si_snr(clean.numpy(), enhanced.numpy()) - si_snr(clean.numpy(), noisy.numpy())
-    assert gain >= ENHANCEMENT_FLOOR_DB, gain
