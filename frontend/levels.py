@@ -102,3 +102,10 @@ def gain_to_level(current_db: float, target_db: float) -> float:
 def peak(wav: torch.Tensor) -> float:
     """Largest absolute sample value."""
     return float(torch.as_tensor(wav).abs().max()) if torch.as_tensor(wav).numel() else 0.0
+
+
+def limit_peak(wav: torch.Tensor, ceiling: float) -> torch.Tensor:
+    """Scale ``wav`` down so that its peak is ``ceiling`` if it is above; otherwise return it as is
+    (for outputs of no fixed scale, e.g. SI-SNR-trained separators, before writing them)."""
+    top = peak(wav)
+    return wav * (ceiling / top) if top > ceiling else wav

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from frontend import atomic_output, save_audio
+from frontend import atomic_output, limit_peak, save_audio
 from frontend.errors import VoxsepError
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -130,7 +130,8 @@ def _run(separator, mixtures, out_dir: Path, enhance, progress: bool) -> list[De
         for i, src in enumerate(sources):
             save_audio(folder / f"ref{i + 1}.wav", src, sr)
         for i, src in enumerate(est):
-            save_audio(folder / f"s{i + 1}.wav", _peak_limit(src), sr)
+            # estimates have no fixed scale (SI-SNR training): scale down only what would clip
+            save_audio(folder / f"s{i + 1}.wav", limit_peak(src, 0.9), sr)
         # row i of the estimates column is the estimate matched to reference i (blank if missed);
         # false talkers follow
         rows = [est[p] if p >= 0 else torch.zeros_like(mix) for p in score.perm.tolist()]
@@ -147,12 +148,6 @@ def _run(separator, mixtures, out_dir: Path, enhance, progress: bool) -> list[De
                                   oracle_score.mean_si_snri, score.false_talkers, score.missed,
                                   mix.shape[-1] / sr, elapsed / (mix.shape[-1] / sr), speakers))
     return results
-
-
-def _peak_limit(wav: torch.Tensor) -> torch.Tensor:
-    """Estimates have no fixed scale (SI-SNR training): scale down only if they would clip."""
-    peak = float(wav.abs().max()) if wav.numel() else 0.0
-    return wav * (0.9 / peak) if peak > 0.9 else wav
 
 
 def write_report(out_dir: Path, results: list[DemoResult], model: str, model_step: int,

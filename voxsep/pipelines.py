@@ -6,12 +6,13 @@ the model's sample rate.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
-from frontend import resample
+from frontend import atomic_output, limit_peak, load_audio, resample, save_audio
 
 
 def load_enhancer(spec: str | os.PathLike = "default"):
@@ -60,10 +61,6 @@ def enhance_folder(folder: str | os.PathLike, count: int, sample_rate: int, enha
     a failure while enhancing leaves the separated files as they were. Memory: the sources of the
     whole file (about 115 MB per talker-hour at 8 kHz).
     """
-    import json
-
-    from frontend import load_audio, save_audio
-
     folder = Path(folder)
     paths = [folder / f"s{i + 1}.wav" for i in range(count)]
     if not paths:
@@ -71,16 +68,12 @@ def enhance_folder(folder: str | os.PathLike, count: int, sample_rate: int, enha
     sources = torch.stack([load_audio(p, sample_rate=sample_rate)[0] for p in paths])
     with torch.inference_mode():
         clean = enhance_sources(sources, sample_rate, enhancer)
-    peak = float(clean.abs().max()) if clean.numel() else 0.0
-    if peak > 0.99:  # the denoiser's output level follows its input; never clip
-        clean = clean * (0.99 / peak)
+    clean = limit_peak(clean, 0.99)  # the denoiser's output level follows its input; never clip
     for p, wav in zip(paths, clean):
         save_audio(p, wav, sample_rate, subtype="FLOAT")
     summary_path = folder / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
         summary["enhanced_with"] = name or "enhancer"
-        from frontend import atomic_output
-
         with atomic_output(summary_path) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))

@@ -9,7 +9,7 @@ import torch
 import torchaudio
 import torchaudio.functional as AF
 
-from frontend import (STFT, LogMelSpectrogram, active_speech_level, gain_to_level, load_audio,
+from frontend import (STFT, LogMelSpectrogram, active_speech_level, gain_to_level, limit_peak, load_audio,
                       loudness, mulaw_decode, mulaw_encode, rms_db)
 
 
@@ -102,3 +102,13 @@ def test_active_speech_level_is_scale_equivariant(speech):
     ref = active_speech_level(crop, sr)
     for scale in (0.01, 0.3, 3.0, 30.0):
         assert abs(active_speech_level(crop * scale, sr) - (ref + 20 * math.log10(scale))) < 0.05
+
+
+def test_limit_peak_scales_down_only_what_would_clip():
+    loud = torch.tensor([[0.5, -2.0, 1.0], [0.1, 0.2, -0.3]])
+    limited = limit_peak(loud, 0.9)
+    assert float(limited.abs().max()) == pytest.approx(0.9)
+    torch.testing.assert_close(limited, loud * 0.45)  # one gain for all channels: ratios kept
+    quiet = torch.tensor([0.2, -0.5])
+    assert limit_peak(quiet, 0.9) is quiet
+    assert limit_peak(torch.zeros(0), 0.9).numel() == 0

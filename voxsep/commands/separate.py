@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     separator = load_separator(args)
     enhancer = None
     if args.enhance:
-        from voxsep.pipelines import load_enhancer
+        from voxsep.pipelines import enhance_folder, load_enhancer
 
         enhancer = load_enhancer(args.enhance)
     if args.num_speakers is not None and not 1 <= args.num_speakers <= separator.max_speakers:
@@ -117,8 +117,6 @@ def run(args: argparse.Namespace) -> int:
                       disable=None, file=sys.stderr) as bar:
                 summary = separator.separate_file(path, out / name, args.num_speakers, progress=bar.update)
             if enhancer is not None:
-                from voxsep.pipelines import enhance_folder
-
                 enhance_folder(out / name, summary["count"], separator.sample_rate, enhancer, name=str(args.enhance))
         except VoxsepError as err:
             if args.debug:
