@@ -1,66 +1,22 @@
 """Datasets for the denoiser and the vocoder, read from the utterance manifest (contract 1).
 
-Input forms: a corpus manifest (jsonl: ``path`` relative to the manifest's folder, ``speaker``,
-``split``, ``sample_rate``, ``duration``, ...) or a folder of single-speaker audio files
-(LibriSpeech ``speaker/chapter/x.flac``; the split is a stable hash of the speaker: ~10 % valid,
-~10 % test). Items are random crops; validation items are fixed by their index.
+Input forms: anything :func:`frontend.utterances.read_utterances` reads (a corpus manifest, an
+utterance table such as ``DATA/speech/manifest.csv``, or a folder of single-speaker files), with the
+project's one speaker-split rule, so that enhancement and separation hold out the same speakers.
+Items are random crops; validation items are fixed by their index.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from frontend import audio_info, find_audio_files, load_audio
+from frontend import audio_info, load_audio
 from frontend.errors import VoxsepError
+from frontend.utterances import Utterance, read_utterances  # noqa: F401  (read_utterances: the tasks' reader)
 from generation.noise import NOISE_KINDS, make_noise, mix_at_snr
-
-
-@dataclass
-class Utterance:
-    path: str
-    speaker: str
-    split: str
-    duration: float
-
-
-def _hash_split(speaker: str) -> str:
-    h = int(hashlib.sha1(speaker.encode()).hexdigest(), 16) % 10
-    return "valid" if h == 0 else "test" if h == 1 else "train"
-
-
-def read_utterances(source: str | Path, split: str | None = None) -> list[Utterance]:
-    """Utterances of a manifest file or an audio folder, optionally of one ``split``."""
-    source = Path(source)
-    utts: list[Utterance] = []
-    if source.is_dir():
-        for path in find_audio_files(source):
-            rel = path.relative_to(source)
-            speaker = rel.parts[0] if len(rel.parts) > 1 else "unknown"
-            utts.append(Utterance(str(path), speaker, _hash_split(speaker), float("nan")))
-    elif source.is_file():
-        root = source.parent
-        with open(source) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    utts.append(Utterance(str(root / rec["path"]), str(rec["speaker"]), str(rec["split"]),
-                                          float(rec.get("duration", float("nan")))))
-                except (json.JSONDecodeError, KeyError) as err:
-                    raise VoxsepError(f"{source}:{lineno}: bad manifest line ({err})") from None
-    else:
-        raise VoxsepError(f"{source}: no such manifest file or audio folder")
-    if split is not None:
-        utts = [u for u in utts if u.split == split]
-    return utts
 
 
 def _load_crop(utt: Utterance, n_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:

@@ -39,10 +39,13 @@ import torch
 import torchaudio.functional as AF
 from torch.utils.data import Dataset
 
-from frontend import VoxsepError, audio_info, load_audio, resample
+from frontend import VoxsepError, audio_info, find_audio_files, load_audio, resample
+from frontend.utterances import (
+    DEFAULT_FRACTIONS, Utterance, assign_speaker_splits, normalize_split, read_utterances,
+)
 from separation.mixing import (
-    NOISE_COLORS, AudioCache, Utterance, colored_noise, combine, find_speech, fit_lengths,
-    normalize_split, rate_folder, sample_levels_db, scale_to_snr, set_levels,
+    NOISE_COLORS, AudioCache, colored_noise, combine, fit_lengths, rate_folder, sample_levels_db,
+    scale_to_snr, set_levels,
 )
 
 __all__ = [
@@ -362,7 +365,8 @@ DEFAULT_AUGMENT = {
     "speed": {"prob": 0.5, "range": [0.9, 1.1]},          # resampling factor (tempo and pitch)
     "gain": {"prob": 0.5, "range_db": [-3.0, 3.0]},       # per talker, after the gain rule
     "filter": {"prob": 0.3, "lowpass_hz": [1500.0, 3800.0], "bandpass_hz": [500.0, 2000.0], "q": 0.707},
-    "noise": {"prob": 0.3, "snr_db": [10.0, 30.0], "colors": list(NOISE_COLORS)},
+    "noise": {"prob": 0.3, "snr_db": [10.0, 30.0], "colors": list(NOISE_COLORS), "files": None,
+              "file_prob": 0.5, "file_fractions": [0.75, 0.25, 0.0]},
     "reverb": {"prob": 0.3, "rt60": [0.1, 0.5]},         # exponentially decaying noise IR
 }
 
@@ -387,6 +391,38 @@ def _augment_config(augment: dict | None) -> dict:
     return out
 
 
+def noise_recordings(source: str | os.PathLike, split: str | None,
+                     fractions: Sequence[float] = (0.75, 0.25, 0.0)) -> list[Path]:
+    """Noise recordings of one split: a folder of audio files or a table with a ``path`` column
+    (as ``DATA/noise/manifest.csv``), split by file with the project's split rule (each file is its
+    own "speaker"), so validation mixes in recordings that training never heard."""
+    source = Path(source)
+    if source.is_dir() and not (source / "manifest.csv").is_file():
+        files = find_audio_files(source)
+        if not files:
+            raise VoxsepError(f"{source}: no noise recordings found")
+        table = source / "manifest.csv"
+        rows = [{"path": str(f.resolve())} for f in files]
+    else:
+        table = source / "manifest.csv" if source.is_dir() else source
+        try:
+            with open(table, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as err:
+            raise VoxsepError(f"{table}: cannot read noise list ({err.__class__.__name__})") from None
+        if not rows or "path" not in rows[0]:
+            raise VoxsepError(f"{table}: a noise table needs a 'path' column")
+    paths = [Path(r["path"]) if Path(r["path"]).is_absolute() else table.parent / r["path"] for r in rows]
+    split_of = assign_speaker_splits([p.name for p in paths], fractions=fractions)
+    if split is None:
+        return paths
+    wanted = normalize_split(split)
+    chosen = [p for p in paths if split_of[p.name] == wanted]
+    if not chosen:
+        raise VoxsepError(f"{table}: no noise recording falls in split {split} (fractions {list(fractions)})")
+    return chosen
+
+
 def synthetic_rir(rt60: float, sample_rate: int, rng: np.random.Generator) -> torch.Tensor:
     """A simple room impulse response: a unit direct path followed by Gaussian noise whose
     amplitude decays by 60 dB over ``rt60`` seconds (energy normalised to the direct path + tail)."""
@@ -399,6 +435,29 @@ def synthetic_rir(rt60: float, sample_rate: int, rng: np.random.Generator) -> to
     return torch.from_numpy(tail)
 
 
+def _source_specs(utterances) -> list[dict]:
+    """Normalise the ``utterances`` argument of :class:`DynamicMixingDataset` to a list of
+    ``{"path" or "utterances", "weight", "fractions"}`` specs."""
+    if isinstance(utterances, (str, os.PathLike)):
+        return [{"path": utterances, "weight": 1.0}]
+    items = list(utterances)
+    if items and all(isinstance(u, Utterance) for u in items):
+        return [{"utterances": items, "weight": 1.0}]
+    specs = []
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            item = {"path": item}
+        if not isinstance(item, dict) or "path" not in item:
+            raise ValueError(f"dynamic mixing: a source is a path or {{path, weight, fractions}}, got {item!r}")
+        unknown = set(item) - {"path", "weight", "fractions"}
+        if unknown:
+            raise ValueError(f"dynamic mixing source {item['path']}: unknown key(s) {sorted(unknown)}")
+        specs.append({"weight": 1.0, **item})
+    if not specs:
+        raise ValueError("dynamic mixing: no utterance source given")
+    return specs
+
+
 class DynamicMixingDataset(Dataset, _EpochRandom):
     """Fresh mixtures of distinct talkers drawn from single utterances every epoch.
 
@@ -406,10 +465,14 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
     at the start of every epoch to get new mixtures (otherwise every epoch repeats epoch 0).
 
     Args:
-        utterances: an utterance manifest (contract 1), a folder (as ``voxsep mix --speech``:
-            a corpus folder or a LibriSpeech-style tree, split 80/10/10 by speaker) or a list of
-            :class:`separation.mixing.Utterance`.
-        counts: talker counts to draw from (uniformly).
+        utterances: one source or a list of sources. A source is anything
+            :func:`frontend.utterances.read_utterances` reads (an utterance table such as
+            ``DATA/speech/manifest.csv``, a corpus manifest or folder, a LibriSpeech-style tree),
+            or a dict ``{path, weight, fractions}``: each talker of a mixture comes from source
+            ``i`` with probability proportional to ``weight`` (e.g. 0.7 real, 0.3 TTS), and
+            ``fractions`` sets the split rule for that source's records that name no split.
+            A list of :class:`frontend.utterances.Utterance` is accepted too.
+        counts: talker counts to draw from (uniformly, or by ``count_weights``).
         segment: crop length in seconds (each utterance is cropped at a random offset), or
             ``None`` for whole utterances.
         sample_rate: rate in Hz (utterances are resampled on load).
@@ -419,8 +482,13 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
         seed: base seed.
         split: keep utterances of this split (``train``/``valid``/``test`` or ``tr``/``cv``/``tt``);
             ``None`` keeps all.
+        fractions: default split fractions (train, valid, test) of sources that name no split.
         augment: ``None`` (off) or a dict enabling entries of :data:`DEFAULT_AUGMENT`, e.g.
-            ``{"speed": {"prob": 1.0}, "reverb": True}``.
+            ``{"speed": {"prob": 1.0}, "reverb": True}``. ``noise.files`` names real noise
+            recordings (a folder or a table with a ``path`` column), split by file with
+            ``noise.file_fractions`` so that validation uses held-back files; ``noise.file_prob``
+            is the share of noisy mixtures that get a recording rather than generated noise.
+        count_weights: relative probability of each entry of ``counts`` (default uniform).
         cache: ``True``/``False``, or ``"auto"``: keep decoded utterances in memory when they fit
             in ``max_cache_bytes`` (estimated from the manifest durations). Call :meth:`preload`
             before a ``DataLoader`` forks its workers to decode once and share the cache.
@@ -431,28 +499,45 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
     ``sources``; reverberation and filtering are applied to the sources themselves.
     """
 
-    def __init__(self, utterances: str | os.PathLike | Sequence[Utterance],
+    def __init__(self, utterances: str | os.PathLike | Sequence,
                  counts: Sequence[int] = (1, 2, 3, 4, 5), segment: float | None = 4.0,
                  sample_rate: int = 8000, gains: str = "wsj0", mode: str = "min",
                  epoch_size: int = 1000, seed: int = 0, split: str | None = "train",
                  augment: dict | None = None, cache: bool | str = "auto",
-                 max_cache_bytes: int = 1 << 30):
-        if isinstance(utterances, (str, os.PathLike)):
-            # a manifest, a corpus folder with manifest_*.jsonl, or a folder of single-talker files
-            utts = find_speech(utterances, sample_rate)[0]
-        else:
-            utts = list(utterances)
-        if split is not None:
-            wanted = normalize_split(split)
-            utts = [u for u in utts if u.split == wanted]
+                 max_cache_bytes: int = 1 << 30, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                 count_weights: Sequence[float] | None = None):
+        wanted = normalize_split(split) if split is not None else None
+        self.sources: list[list[str]] = []  # speakers of each source
+        self.source_weights: list[float] = []
         by_speaker: dict[str, list[Utterance]] = {}
-        for u in utts:
-            by_speaker.setdefault(u.speaker, []).append(u)
+        utts_all: list[Utterance] = []
+        for spec in _source_specs(utterances):
+            if "utterances" in spec:
+                utts = list(spec["utterances"])
+            else:
+                utts = read_utterances(spec["path"], sample_rate=sample_rate,
+                                       fractions=spec.get("fractions") or fractions)
+            if wanted is not None:
+                utts = [u for u in utts if u.split == wanted]
+            speakers = sorted({u.speaker for u in utts})
+            twice = set(speakers) & set(by_speaker)
+            if twice:
+                raise VoxsepError(f"dynamic mixing: speaker {sorted(twice)[0]!r} appears in two sources")
+            for u in utts:
+                by_speaker.setdefault(u.speaker, []).append(u)
+            if speakers and float(spec["weight"]) > 0:
+                self.sources.append(speakers)
+                self.source_weights.append(float(spec["weight"]))
+            utts_all += utts
         self.speakers = sorted(by_speaker)
         self.by_speaker = by_speaker
         self.counts = [int(c) for c in counts]
         if not self.counts or min(self.counts) < 1:
             raise ValueError(f"counts must be positive, got {counts}")
+        if count_weights is not None and (len(count_weights) != len(self.counts) or min(count_weights) < 0
+                                          or sum(count_weights) <= 0):
+            raise ValueError(f"count_weights must be {len(self.counts)} non-negative weights, got {count_weights}")
+        self.count_weights = None if count_weights is None else np.asarray(count_weights, float) / sum(count_weights)
         if max(self.counts) > len(self.speakers):
             raise VoxsepError(f"dynamic mixing: split {split} has {len(self.speakers)} speakers, "
                               f"{max(self.counts)}-talker mixtures need more")
@@ -466,11 +551,31 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
         self.seed = int(seed)
         self.epoch = 0
         self.augment = _augment_config(augment)
+        self.noise_files: list[Path] = []
+        noise_cfg = self.augment.get("noise")
+        if noise_cfg and noise_cfg.get("files"):
+            self.noise_files = noise_recordings(noise_cfg["files"], split, noise_cfg["file_fractions"])
         if cache == "auto":
-            total = sum(u.duration or 0.0 for u in utts)
-            known = all(u.duration is not None for u in utts)
+            total = sum(u.duration or 0.0 for u in utts_all)
+            known = all(u.duration is not None for u in utts_all)
             cache = known and total * sample_rate * 4 <= max_cache_bytes
         self._audio = AudioCache(sample_rate, max_cache_bytes if cache else 0)
+        self._noise_audio = AudioCache(sample_rate, max_cache_bytes if self.noise_files else 0)
+
+    def _draw_speakers(self, rng: np.random.Generator, n_src: int) -> list[str]:
+        """``n_src`` distinct speakers; each talker's source is drawn by the source weights."""
+        if len(self.sources) == 1:
+            pool = self.sources[0]
+            return [pool[k] for k in rng.choice(len(pool), size=n_src, replace=False)]
+        chosen: list[str] = []
+        left = [list(src) for src in self.sources]
+        weights = np.asarray(self.source_weights, float)
+        for _ in range(n_src):
+            w = weights * np.asarray([len(src) > 0 for src in left], float)
+            i = int(rng.choice(len(left), p=w / w.sum()))
+            spk = left[i].pop(int(rng.integers(len(left[i]))))
+            chosen.append(spk)
+        return chosen
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -501,8 +606,8 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
             raise IndexError(index)
         rng = self._rng(index)
         aug = self.augment
-        n_src = self.counts[int(rng.integers(len(self.counts)))]
-        chosen = [self.speakers[k] for k in rng.choice(len(self.speakers), size=n_src, replace=False)]
+        n_src = self.counts[int(rng.choice(len(self.counts), p=self.count_weights))]
+        chosen = self._draw_speakers(rng, n_src)
         wavs = []
         for spk in chosen:
             utt = self.by_speaker[spk][int(rng.integers(len(self.by_speaker[spk])))]
@@ -525,8 +630,11 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
                     sources[i] *= 10 ** (float(rng.uniform(*aug["gain"]["range_db"])) / 20)
         noise = None
         if "noise" in aug and rng.random() < aug["noise"]["prob"]:
-            color = aug["noise"]["colors"][int(rng.integers(len(aug["noise"]["colors"])))]
-            raw = colored_noise(sources.shape[-1], color, rng)
+            if self.noise_files and rng.random() < aug["noise"]["file_prob"]:
+                raw = self._noise_excerpt(sources.shape[-1], rng)
+            else:
+                color = aug["noise"]["colors"][int(rng.integers(len(aug["noise"]["colors"])))]
+                raw = colored_noise(sources.shape[-1], color, rng)
             noise = scale_to_snr(raw, sources.sum(0), float(rng.uniform(*aug["noise"]["snr_db"])))
         mixture = combine(sources, noise, levels)
         seg = int(round(self.segment * self.sample_rate)) if self.segment is not None else None
@@ -534,6 +642,14 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
                                     mixture.sources.to(torch.float32), seg)
         item.update(speakers=chosen, gains_db=mixture.levels_db, scale=mixture.scale)
         return item
+
+    def _noise_excerpt(self, n_samples: int, rng: np.random.Generator) -> torch.Tensor:
+        """A random stretch of a random noise recording (looped when shorter)."""
+        wav = self._noise_audio.load(self.noise_files[int(rng.integers(len(self.noise_files)))]).to(torch.float64)
+        if wav.shape[-1] < n_samples:
+            wav = wav.repeat(n_samples // max(1, wav.shape[-1]) + 1)
+        start = int(rng.integers(0, wav.shape[-1] - n_samples + 1))
+        return wav[start:start + n_samples]
 
     def _filter(self, sources: torch.Tensor, rng: np.random.Generator, cfg: dict) -> torch.Tensor:
         """One random low-pass or band-pass biquad applied to every talker (a shared channel)."""

@@ -24,34 +24,29 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import math
 import os
-import re
 import shutil
 import sys
 from collections import OrderedDict, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
 import torch
 
+from frontend.utterances import (  # noqa: F401  (re-exported: the one reader and split rule)
+    DEFAULT_FRACTIONS, SPLITS, Utterance, assign_speaker_splits, normalize_split, read_utterances, utterance_root,
+)
 from frontend import (
     VoxsepError, active_speech_level, atomic_output, audio_info, find_audio_files, load_audio,
     loudness, save_audio,
 )
 
-SPLITS = ("tr", "cv", "tt")
-SPLIT_ALIASES = {
-    "tr": "tr", "train": "tr", "training": "tr",
-    "cv": "cv", "valid": "cv", "validation": "cv", "dev": "cv",
-    "tt": "tt", "test": "tt", "eval": "tt",
-}
 GAIN_RULES = ("wsj0", "librimix")
 MODES = ("min", "max")
 NOISE_COLORS = ("white", "pink", "brown")
@@ -62,185 +57,29 @@ PEAK_TARGET = 0.9
 PCM16_SCALE = 32768  # libsndfile reads 16-bit PCM as int / 32768
 
 
-def normalize_split(split: str) -> str:
-    """Map ``train``/``valid``/``test`` (contract 1) and ``tr``/``cv``/``tt`` to ``tr``/``cv``/``tt``."""
-    key = str(split).strip().lower()
-    if key not in SPLIT_ALIASES:
-        raise VoxsepError(f"unknown split {split!r} (expected one of {', '.join(SPLIT_ALIASES)})")
-    return SPLIT_ALIASES[key]
-
-
 def rate_folder(sample_rate: int) -> str:
     """wsj0-mix folder name of a sample rate: 8000 -> ``wav8k``, 16000 -> ``wav16k``."""
     return f"wav{sample_rate // 1000}k" if sample_rate % 1000 == 0 else f"wav{sample_rate}"
 
 
 # ---------------------------------------------------------------------------------------------
-# Speech inputs
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One single-talker recording.
-
-    Attributes:
-        path: absolute path of the audio file.
-        speaker: talker identity (unique per voice).
-        split: ``tr``, ``cv`` or ``tt``.
-        uid: short id, the path relative to the input root without extension.
-        duration: seconds, when known from a manifest (else ``None``).
-    """
-
-    path: Path
-    speaker: str
-    split: str
-    uid: str
-    duration: float | None = None
+# Speech inputs: the project's one reader and split rule (frontend.utterances)
 
 
 def load_utterance_manifest(path: str | os.PathLike) -> list[Utterance]:
-    """Read an utterance manifest (contract 1: jsonl with ``path``, ``speaker``, ``split``, ...).
-
-    Paths are relative to the manifest's folder. Raises :class:`VoxsepError` naming the manifest
-    and line for unreadable lines or missing keys.
-    """
-    path = Path(path)
-    root = path.parent
-    out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise VoxsepError(f"{path}: cannot read manifest ({err.__class__.__name__})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            rel = rec["path"]
-            speaker = str(rec["speaker"])
-            split = normalize_split(rec["split"])
-        except (json.JSONDecodeError, KeyError, TypeError, VoxsepError) as err:
-            raise VoxsepError(f"{path}:{n}: not a valid utterance record ({_describe(err)})") from None
-        p = Path(rel)
-        full = p if p.is_absolute() else root / p
-        dur = rec.get("duration")
-        out.append(Utterance(full, speaker, split, str(Path(rel).with_suffix("")),
-                             float(dur) if dur is not None else None))
-    if not out:
-        raise VoxsepError(f"{path}: manifest lists no utterances")
-    return out
-
-
-def _describe(err: Exception) -> str:
-    if isinstance(err, KeyError):
-        return f"missing key {err}"
-    if isinstance(err, json.JSONDecodeError):
-        return "invalid JSON"
-    return str(err)
-
-
-def assign_speaker_splits(
-    speakers: Iterable[str], splits: Sequence[str] = SPLITS,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-) -> dict[str, str]:
-    """Deterministic speaker-disjoint split: speaker id -> split.
-
-    Speakers are ordered by the SHA-1 of their id (independent of file order and of any seed)
-    and cut into consecutive groups sized by ``fractions`` (largest-remainder rounding, at least
-    one speaker per split when there are enough speakers).
-    """
-    speakers = sorted(set(speakers), key=lambda s: hashlib.sha1(s.encode()).hexdigest())
-    if len(fractions) != len(splits):
-        raise VoxsepError(f"--split-fractions has {len(fractions)} values for {len(splits)} splits")
-    frac = np.asarray(fractions, dtype=float)
-    if (frac < 0).any() or frac.sum() <= 0:
-        raise VoxsepError("--split-fractions must be non-negative and not all zero")
-    frac = frac / frac.sum()
-    n = len(speakers)
-    raw = frac * n
-    counts = np.floor(raw).astype(int)
-    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
-    # give every split with a positive fraction at least one speaker, taken from the largest
-    for i in range(len(splits)):
-        if counts[i] == 0 and frac[i] > 0 and counts.max() > 1:
-            counts[int(np.argmax(counts))] -= 1
-            counts[i] += 1
-    out, start = {}, 0
-    for split, k in zip(splits, counts):
-        for s in speakers[start:start + k]:
-            out[s] = split
-        start += k
-    return out
-
-
-def scan_speech_folder(
-    root: str | os.PathLike, speaker_rule: str | None = None, splits: Sequence[str] = SPLITS,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-) -> list[Utterance]:
-    """Single-talker files under ``root`` with their speaker and a speaker-disjoint split.
-
-    Args:
-        root: a LibriSpeech-style tree (``speaker/chapter/*.flac``: the speaker is the first
-            folder) or any folder of single-talker files.
-        speaker_rule: regular expression searched in each file's path relative to ``root``
-            (``/``-separated); its first group is the speaker id.
-        splits, fractions: which splits to fill and their shares of the speakers.
-    """
-    root = Path(root)
-    files = find_audio_files(root)
-    if not files:
-        raise VoxsepError(f"{root}: no audio files found")
-    rule = None
-    if speaker_rule is not None:
-        try:
-            rule = re.compile(speaker_rule)
-        except re.error as err:
-            raise VoxsepError(f"--speaker-rule {speaker_rule!r}: invalid regular expression ({err})") from None
-        if rule.groups < 1:
-            raise VoxsepError(f"--speaker-rule {speaker_rule!r} needs a group: (...) capturing the speaker id")
-    found = []
-    for f in files:
-        rel = f.relative_to(root).as_posix()
-        if rule is not None:
-            m = rule.search(rel)
-            if m is None or not m.group(1):
-                raise VoxsepError(f"{f}: path does not match --speaker-rule {speaker_rule!r}")
-            speaker = m.group(1)
-        else:
-            parts = rel.split("/")
-            if len(parts) < 2:
-                raise VoxsepError(
-                    f"{f}: cannot tell the speaker (expected speaker/.../file); give --speaker-rule")
-            speaker = parts[0]
-        found.append((f, speaker, str(Path(rel).with_suffix(""))))
-    split_of = assign_speaker_splits((s for _, s, _ in found), splits, fractions)
-    return [Utterance(f.resolve(), s, split_of[s], uid) for f, s, uid in found]
+    """Every utterance of one table or manifest file (see :func:`frontend.utterances.read_utterances`)."""
+    return read_utterances(path)
 
 
 def find_speech(
     speech: str | os.PathLike, sample_rate: int, speaker_rule: str | None = None,
-    splits: Sequence[str] = SPLITS, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    splits: Sequence[str] = SPLITS, fractions: Sequence[float] = DEFAULT_FRACTIONS,
 ) -> tuple[list[Utterance], Path]:
-    """Utterances from a manifest file, a corpus folder holding ``manifest_*.jsonl`` or a folder
-    of audio files. Returns the utterances and the root their ids are relative to."""
-    speech = Path(speech)
-    if not speech.exists():
-        raise VoxsepError(f"{speech}: no such file or folder")
-    if speech.is_file():
-        return load_utterance_manifest(speech), speech.parent
-    if speaker_rule is None:
-        manifests = sorted(speech.glob("manifest*.jsonl"))
-        preferred = speech / f"manifest_{sample_rate // 1000}k.jsonl"
-        if preferred.exists():
-            return load_utterance_manifest(preferred), speech
-        if manifests:
-            # highest rate first: resampling down loses nothing
-            def rate_of(p: Path) -> int:
-                m = re.search(r"(\d+)k", p.stem)
-                return int(m.group(1)) if m else 0
-            return load_utterance_manifest(max(manifests, key=rate_of)), speech
-    return scan_speech_folder(speech, speaker_rule, splits, fractions), speech
+    """Utterances of a table, a manifest, a corpus folder or a folder of audio files (the split
+    rule fills in missing splits), and the folder their ids are relative to."""
+    utts = read_utterances(speech, sample_rate=sample_rate, speaker_rule=speaker_rule, splits=splits,
+                           fractions=fractions)
+    return utts, (Path(speech) if speaker_rule is not None else utterance_root(speech, sample_rate))
 
 
 FULL_CHECK_BYTES = 256 * 2**20

@@ -100,7 +100,7 @@ def test_bad_sentences_file_is_one_line_exit_2_and_writes_nothing(tmp_path, caps
 
 def test_splits_are_speaker_disjoint_80_10_10_with_every_engine():
     ids = select_identities(200, seed=3)
-    split = assign_splits(ids, seed=3)
+    split = assign_splits(ids)
     assert set(split) == {i.id for i in ids}
     counts = Counter(split.values())
     assert 150 <= counts["train"] <= 170 and 15 <= counts["valid"] <= 25 and 15 <= counts["test"] <= 25

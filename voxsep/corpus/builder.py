@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from frontend import AudioError, atomic_output, audio_info, load_audio, resample, save_audio
 from frontend.errors import VoxsepError
+from frontend.utterances import SPLIT_NAMES, assign_speaker_splits
 from voxsep.corpus.engines import SynthesisError, Synthesizer, check_engines, describe
 from voxsep.corpus.sentences import generate_sentences, load_sentences
 from voxsep.corpus.postprocess import peak_normalise, trim_silence
@@ -71,21 +72,18 @@ def manifest_name(rate: int) -> str:
     return f"manifest_{rate_tag(rate)}.jsonl"
 
 
-def assign_splits(identities: list[Identity], seed: int = 0) -> dict[str, str]:
-    """Speaker-disjoint split, about 80/10/10 inside each engine.
+def assign_splits(identities: list[Identity]) -> dict[str, str]:
+    """Speaker-disjoint split, about 80/10/10 inside each engine: the project's one split rule
+    (:func:`frontend.utterances.assign_speaker_splits`, grouped by engine).
 
     An engine with at least 3 identities has at least one in every split, so each split holds
     every engine once there are 3 identities per engine; with 3 identities or more in all,
     valid and test are never empty.
     """
-    rng = random.Random(f"voxsep-splits-{seed}")
-    split: dict[str, str] = {}
-    for engine in ENGINES:
-        group = sorted(i.id for i in identities if i.engine == engine)
-        rng.shuffle(group)
-        held = max(1, round(len(group) * HELD_OUT_FRACTION)) if len(group) >= 3 else 0
-        for k, sid in enumerate(group):
-            split[sid] = "valid" if k < held else "test" if k < 2 * held else "train"
+    engine_of = {i.id: i.engine for i in identities}
+    split = {sid: SPLIT_NAMES[s] for sid, s in assign_speaker_splits(
+        sorted(engine_of), fractions=(1 - 2 * HELD_OUT_FRACTION, HELD_OUT_FRACTION, HELD_OUT_FRACTION),
+        groups=engine_of).items()}
     if len(identities) >= 3:
         for target in ("valid", "test"):
             if target not in split.values():
@@ -109,7 +107,7 @@ def plan_corpus(identities: list[Identity], sentences: list[str], utterances_per
     rng = random.Random(f"voxsep-texts-{seed}")
     deck = list(range(len(sentences)))
     rng.shuffle(deck)
-    split = assign_splits(identities, seed)
+    split = assign_splits(identities)
     width = max(3, len(str(utterances_per_identity - 1)))
     plan, pos = [], 0
     for identity in identities:
