@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -39,6 +40,11 @@ COUNTING_RULE = (
     "shown as is, since a clean mixture has no artifacts (its SAR is the 100 dB cap). "
     "RTF: separation time / audio duration (CPU). Oracle IBM/IRM: ideal binary / ratio masks "
     "on a 32 ms STFT, the ceiling of mask-based separation.")
+
+
+def safe_name(name: str) -> str:
+    """A system (or mixture) name as a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "system"
 
 
 def _float(value) -> float:
@@ -149,7 +155,6 @@ def write_plots(out_dir: Path, summary: Mapping, rows: Mapping[str, Sequence[Map
                 systems: Sequence, examples: Sequence[Mapping]) -> list[Path]:
     """Confusion matrices, SI-SNRi distributions per count and example spectrograms."""
     from evaluation.plots import plot_confusion, plot_distribution, plot_spectrograms
-    from evaluation.runner import safe_name
 
     plot_dir = out_dir / "plots"
     written = []

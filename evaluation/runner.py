@@ -32,7 +32,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -46,7 +45,8 @@ from tqdm import tqdm
 from evaluation.counting import confusion_matrix, count_accuracy, count_aware_si_snri
 from evaluation.metrics import MetricError, bss_eval, pairwise_si_snr
 from evaluation.perceptual import available_perceptual, pesq_scores, stoi_scores
-from evaluation.systems import CallableSystem, SystemOutput
+from evaluation.report import safe_name, summarize, write_plots, write_report
+from evaluation.systems import CallableSystem, OracleMaskSystem, SystemOutput
 from frontend import VoxsepError, atomic_output
 
 BASE_COLUMNS = ["id", "n_src", "n_est", "count_ok", "missed", "false", "duration_s", "seconds",
@@ -181,11 +181,6 @@ def _init_worker() -> None:
 
 
 # ------------------------------------------------------------------------------ resumable rows
-
-def safe_name(name: str) -> str:
-    """A system name as a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "system"
-
 
 class RowLog:
     """Append-only per-mixture CSV that survives interruption (one flushed line per mixture)."""
@@ -362,12 +357,9 @@ def evaluate_systems(items: Iterable[Mapping], systems: Sequence, out_dir: str |
     if not logs:
         raise VoxsepError("no mixtures to evaluate")
     rows = {name: list(logs[name].rows.values()) for name in names}
-    from evaluation.report import summarize, write_report
-
     summary = summarize(rows, options, data_description=data_description)
     write_report(out_dir, summary, rows)
     if plots:
-        from evaluation.report import write_plots
         write_plots(out_dir, summary, rows, systems, examples)
     return EvaluationResult(out_dir, summary, rows)
 
@@ -380,8 +372,6 @@ def evaluate(items: Iterable[Mapping], separate: Callable, out_dir: str | os.Pat
     ``separate(mix (T,)) -> (K, T)``; ``separate_with_count(mix, k) -> (k, T)`` is optional; see
     :func:`evaluate_systems` for the other arguments.
     """
-    from evaluation.systems import OracleMaskSystem
-
     systems = [CallableSystem(name, separate, separate_with_count, count_probs)]
     if oracle:
         systems += [OracleMaskSystem("ibm"), OracleMaskSystem("irm")]

@@ -15,11 +15,16 @@ Three loops, slowest to fastest, that make the same choices from the same unifor
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from frontend import mulaw_decode, mulaw_encode
+from generation import kernel as _kernel
 from generation.sampling import draw_uniforms, sample_output
-from generation.wavenet import WaveNet
+
+if TYPE_CHECKING:  # WaveNet.generate imports this module: the model is only a type here
+    from generation.wavenet import WaveNet
 
 _CHUNK_FLOATS = 1 << 22  # bound on the precomputed conditioning held at once (16 MiB float32)
 
@@ -101,12 +106,10 @@ class FastGenerator:
 
     def __init__(self, model: WaveNet, use_kernel: bool | None = None, n_threads: int | None = None):
         _check_causal(model)
-        from generation.kernel import load_kernel
-
         self.model = model
         c = self.config = model.config
         self.n_threads = n_threads or torch.get_num_threads()
-        self.kernel = load_kernel() if use_kernel in (None, True) else None
+        self.kernel = _kernel.load_kernel() if use_kernel in (None, True) else None
         if use_kernel and self.kernel is None:
             raise RuntimeError("the WaveNet C kernel could not be built (no C compiler?)")
         with torch.no_grad():
@@ -188,8 +191,6 @@ class FastGenerator:
         return self._run_torch(state, n, bias, local, temperature, uniforms, forced, return_raw)
 
     def _run_kernel(self, state, n, bias, local, temperature, uniforms, forced, return_raw):
-        from generation.kernel import Job
-
         c = self.config
         batch = state["prev"].shape[0]
         keep = []  # keep tensors alive while the kernel runs
@@ -205,7 +206,7 @@ class FastGenerator:
         out_raw = torch.empty(batch, n, c.output_channels) if return_raw else None
         dil = torch.tensor(self.dilations, dtype=torch.int32)
         off = torch.tensor(self.offsets, dtype=torch.int64)
-        job = Job(
+        job = _kernel.Job(
             B=batch, L=len(self.sizes), R=c.residual_channels, G=c.gate_channels, S=c.skip_channels,
             C=c.output_channels, K=c.kernel_size, Q=c.quantization_channels,
             dil=ptr(dil), buf_off=ptr(off), buf_rows=self.buf_rows,

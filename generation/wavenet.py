@@ -29,6 +29,7 @@ from torch import nn
 
 from engine.checkpoint import config_from_dict, register_model
 from frontend import mulaw_decode, mulaw_encode
+from generation.fast import FastGenerator, generate_reference
 
 OUTPUT_TYPES = ("mulaw", "logistic_mixture", "regression")
 
@@ -391,8 +392,6 @@ class WaveNet(nn.Module):
                 weights; compiled kernel when available) or ``"auto"`` (= fast).
             progress: show a tqdm bar (fast method).
         """
-        from generation.fast import FastGenerator, generate_reference
-
         if batch_size is None:
             for t in (seed, global_cond, local_cond):
                 if t is not None:

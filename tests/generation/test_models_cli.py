@@ -167,10 +167,3 @@ def test_debug_recipe_trains_and_evaluates(tmp_path, corpus, recipe):
     assert len(flacs) == 3 and all(load_audio(f)[1] == 8000 for f in flacs)
     assert len(list(out.glob("*.png"))) == 1
 
-
-def test_generation_imports_only_frontend_and_engine():
-    code = ("import sys, generation, generation.task, generation.fast; "
-            "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in "
-            "('separation', 'evaluation', 'voxsep', 'pytorch_lightning')}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"

@@ -1,17 +1,27 @@
-"""`voxsep bench NAME [args]`: run one of the speed/memory benchmarks in ``bench/``."""
+"""`voxsep bench NAME [args]`: run one of the speed/memory benchmarks in ``bench/``.
+
+``bench`` is a leaf: it may import every package (``voxsep`` included), and nothing imports it.
+So this command does not import it either: it finds the benchmark modules on the path and runs
+``python -m bench.NAME ARGS`` in a child process (a benchmark also measures memory, which a
+clean process keeps honest).
+"""
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import pkgutil
+import subprocess
+import sys
 
 from frontend.errors import VoxsepError
 
 
 def _available() -> list[str]:
-    import bench
-
-    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
+    spec = importlib.util.find_spec("bench")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations)
+                  if not m.name.startswith("_"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,5 +34,4 @@ def run(args: argparse.Namespace) -> int:
     names = _available()
     if args.name not in names:
         raise VoxsepError(f"unknown benchmark {args.name!r}; available: {', '.join(names) or 'none'}")
-    module = importlib.import_module(f"bench.{args.name}")
-    return int(module.main(args.bench_args) or 0)
+    return subprocess.run([sys.executable, "-m", f"bench.{args.name}", *args.bench_args]).returncode
