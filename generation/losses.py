@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from frontend import mulaw_encode
+from frontend.sisnr import si_snr  # noqa: F401  (re-exported: the one torch SI-SNR)
 from generation.sampling import LOG_SCALE_MIN
 
 
@@ -57,12 +58,3 @@ def denoising_l1(est_clean: torch.Tensor, clean: torch.Tensor, noisy: torch.Tens
     noise = noisy - clean
     est_noise = noisy - est_clean
     return (est_clean - clean).abs().mean() + (est_noise - noise).abs().mean()
-
-
-def si_snr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale-invariant SNR in dB over the last axis (zero-mean; Le Roux et al. 2019, arXiv 1811.02508)."""
-    est = est - est.mean(dim=-1, keepdim=True)
-    ref = ref - ref.mean(dim=-1, keepdim=True)
-    proj = (est * ref).sum(-1, keepdim=True) * ref / ((ref * ref).sum(-1, keepdim=True) + eps)
-    noise = est - proj
-    return 10 * torch.log10(((proj * proj).sum(-1) + eps) / ((noise * noise).sum(-1) + eps))

@@ -5,8 +5,8 @@ returns float32 ``(n_samples,)`` at unit RMS, so the same seed gives the same no
 Kinds: coloured noise (spectral slope from blue to brown), band-pass filtered noise, mains hum
 with harmonics and drift, clicks and crackle, tonal whistles/sweeps, amplitude-modulated
 (fluctuating) noise, and babble made from other utterances (the caller passes them in).
-:func:`make_noise` draws a kind (or a sum of two) at random; :func:`mix_at_snr` scales noise to
-a signal-to-noise ratio.
+:func:`make_noise` draws a kind (or a sum of two) at random; :func:`mix_at_snr`
+(:mod:`frontend.noise`, shared with separation's mixtures) scales noise to a signal-to-noise ratio.
 """
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 from scipy import signal
+
+from frontend.noise import colored_noise as shaped_noise
+from frontend.noise import mix_at_snr  # noqa: F401  (re-exported: the one copy, in frontend)
 
 NOISE_KINDS = ("colored", "bandpass", "hum", "clicks", "tonal", "modulated", "babble")
 
@@ -24,14 +27,11 @@ def _unit_rms(x: np.ndarray) -> np.ndarray:
 
 
 def colored_noise(n_samples: int, sample_rate: int, rng: np.random.Generator, slope: float | None = None) -> np.ndarray:
-    """Gaussian noise with power spectrum ``~ f^-slope`` (0 white, 1 pink, 2 brown, -1 blue)."""
+    """Gaussian noise with power spectrum ``~ f^-slope`` (0 white, 1 pink, 2 brown, -1 blue); a random
+    slope in [-1, 2) when not given (:func:`frontend.noise.colored_noise`)."""
     if slope is None:
         slope = float(rng.uniform(-1.0, 2.0))
-    spec = np.fft.rfft(rng.standard_normal(n_samples))
-    freqs = np.fft.rfftfreq(n_samples, 1.0 / sample_rate)
-    freqs[0] = freqs[1] if n_samples > 1 else 1.0
-    spec *= freqs ** (-slope / 2.0)
-    return _unit_rms(np.fft.irfft(spec, n_samples))
+    return _unit_rms(shaped_noise(n_samples, slope, rng))
 
 
 def bandpass_noise(n_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -157,13 +157,3 @@ def make_noise(n_samples: int, sample_rate: int, rng: np.random.Generator,
             part = _GENERATORS[kind](n_samples, sample_rate, rng)
         out += part * rng.uniform(0.5, 1.0)
     return _unit_rms(out), "+".join(chosen)
-
-
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """``clean + g * noise`` with ``g`` chosen so that RMS(clean)/RMS(g noise) = ``snr_db``."""
-    clean_rms = np.sqrt(np.mean(clean.astype(np.float64) ** 2))
-    noise_rms = np.sqrt(np.mean(noise.astype(np.float64) ** 2))
-    if noise_rms == 0:
-        return clean.astype(np.float32)
-    gain = clean_rms / noise_rms / (10 ** (snr_db / 20))
-    return (clean + gain * noise).astype(np.float32)

@@ -10,7 +10,7 @@ files go through :func:`stream_separate`, a wrapper that never holds more than o
   ``num_speakers`` skips this pass.
 * **Separation.** Pass 2 separates each window into that many talkers. Windows overlap by
   ``overlap`` seconds; the talker order of a window is aligned to the previous window by PIT
-  (asteroid's ``find_best_perm`` on negative SI-SDR) over the overlap, and the overlap is
+  (:func:`separation.losses.best_permutation` on negative SI-SDR) over the overlap, and the overlap is
   cross-faded: the outer quarters of the overlap come from one window only (the edges of a window
   see less context) and the middle half is a linear cross-fade.
 * **Output.** Each talker is written block by block to ``s<k>.wav`` (32-bit float, the model's
@@ -35,10 +35,11 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 import torch
-from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
 
 from frontend import atomic_output, audio_info, load_audio, rms_db
 from frontend.errors import VoxsepError
+from frontend.sisnr import pairwise_neg_si_snr
+from separation.losses import best_permutation
 
 COUNT_VOTES = ("mean", "max")
 
@@ -127,8 +128,8 @@ def align_to_previous(prev_tail: torch.Tensor, new_head: torch.Tensor) -> torch.
     """
     if prev_tail.shape[0] <= 1:
         return torch.arange(prev_tail.shape[0])
-    pairwise = pairwise_neg_sisdr(new_head[None].double(), prev_tail[None].double())  # [1, new, prev]
-    _, order = PITLossWrapper.find_best_perm(pairwise)
+    pairwise = pairwise_neg_si_snr(new_head[None].double(), prev_tail[None].double())  # [1, new, prev]
+    _, order = best_permutation(pairwise)
     return order[0]
 
 

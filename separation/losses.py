@@ -1,10 +1,12 @@
 """Training losses for separation with an unknown number of talkers.
 
 * Utterance-level permutation-invariant training (PIT, Kolbaek et al. 2017, arXiv:1703.06284) on
-  negative SI-SNR, through asteroid's machinery: ``pairwise_neg_sisdr`` builds the pair-wise
-  matrix and ``PITLossWrapper.find_best_perm`` picks the permutation (exhaustive up to 3 sources,
-  Hungarian above, Dovrat et al. 2021). ``PITLossWrapper.forward`` refuses 10 or more sources
-  (``assert n_src < 10``); calling ``find_best_perm`` directly does not, so 10+ talkers work.
+  negative SI-SNR: :func:`frontend.sisnr.pairwise_neg_si_snr` builds the pair-wise matrix and
+  :func:`best_permutation` picks the assignment (exhaustive up to 3 sources, Hungarian above,
+  Dovrat et al. 2021, with ``scipy.optimize.linear_sum_assignment``), so 10+ talkers work. Both
+  repeat asteroid 0.7's ``pairwise_neg_sisdr`` and ``PITLossWrapper.find_best_perm`` operation for
+  operation: the loss is bit-identical to asteroid's (tested), without importing asteroid, so
+  inference (:func:`separation.inference.align_to_previous`) needs only torch and scipy.
 * Each item is scored on the head of its true count; a batch may mix counts.
 * Models with only a max-count head (the baselines) match the ``n_src`` references to the best
   ``n_src`` of their outputs (rectangular Hungarian assignment) and push the unmatched outputs
@@ -15,12 +17,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import permutations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
+from scipy.optimize import linear_sum_assignment
 
+from frontend.sisnr import pairwise_neg_si_snr
 from separation.model import SeparationOutput
+
+
+def best_permutation(pairwise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The assignment of estimates to references with the lowest mean pair-wise loss.
+
+    Args:
+        pairwise: ``(B, C_est, C)`` losses, ``[b, est, ref]``, with ``C_est >= C``.
+
+    Returns:
+        ``(loss (B,), est_index (B, C))``: the mean loss of the best assignment, and for each
+        reference the index of its estimate. Square and up to 3 sources: all permutations;
+        otherwise the Hungarian algorithm (rectangular matrices too). The gradient flows through
+        ``loss``.
+    """
+    n_est, n_ref = pairwise.shape[-2], pairwise.shape[-1]
+    pwl = pairwise.transpose(-1, -2)  # (B, C, C_est): [b, ref, est]
+    if n_est == n_ref and n_ref <= 3:
+        perms = pwl.new_tensor(list(permutations(range(n_ref))), dtype=torch.long)  # (C!, C)
+        one_hot = pwl.new_zeros((*perms.size(), n_ref)).scatter_(2, perms.unsqueeze(2), 1)
+        loss_set = torch.einsum("bij,pij->bp", [pwl, one_hot])
+        loss_set /= n_ref
+        min_loss, min_index = torch.min(loss_set, dim=1)
+        return min_loss, torch.stack([perms[m] for m in min_index], dim=0)
+    est_index = torch.from_numpy(np.stack([linear_sum_assignment(m)[1] for m in pwl.detach().cpu().numpy()]))
+    est_index = est_index.to(pwl.device)
+    return torch.gather(pwl, 2, est_index[..., None]).mean([-1, -2]), est_index
 
 
 def pit_neg_sisdr(est_sources: torch.Tensor, ref_sources: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,16 +73,8 @@ def pit_neg_sisdr(est_sources: torch.Tensor, ref_sources: torch.Tensor) -> tuple
     n_est, n_ref = est_sources.shape[1], ref_sources.shape[1]
     if n_est < n_ref:
         raise ValueError(f"{n_est} estimates cannot match {n_ref} references")
-    # asteroid's pair-wise SI-SDR wants equal counts; each entry depends on one pair only, so
-    # pad the references with copies of the first one and keep the real columns
-    padded = torch.cat([ref_sources, ref_sources[:, :1].expand(-1, n_est - n_ref, -1)], dim=1)
-    pairwise = pairwise_neg_sisdr(est_sources, padded)[:, :, :n_ref]  # (B, C_est, C): [b, est, ref]
-    if n_est == n_ref:
-        loss, est_index = PITLossWrapper.find_best_perm(pairwise)
-    else:
-        # the Hungarian solver takes rectangular matrices: each reference gets one estimate
-        loss, est_index = PITLossWrapper.find_best_perm_hungarian(pairwise)
-    return loss, est_index
+    pairwise = pairwise_neg_si_snr(est_sources, ref_sources)  # (B, C_est, C): [b, est, ref]
+    return best_permutation(pairwise)
 
 
 def reorder_sources(est_sources: torch.Tensor, est_index: torch.Tensor) -> torch.Tensor:

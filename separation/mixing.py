@@ -46,6 +46,8 @@ from frontend import (
     VoxsepError, active_speech_level, atomic_output, audio_info, find_audio_files, load_audio,
     loudness, save_audio,
 )
+from frontend.noise import COLOR_SLOPES, scale_to_snr  # noqa: F401  (scale_to_snr: re-exported)
+from frontend.noise import colored_noise as shaped_noise
 
 GAIN_RULES = ("wsj0", "librimix")
 MODES = ("min", "max")
@@ -165,32 +167,11 @@ def fit_lengths(wavs: Sequence[torch.Tensor], mode: str = "min") -> torch.Tensor
 
 
 def colored_noise(n_samples: int, color: str, rng: np.random.Generator) -> torch.Tensor:
-    """Unit-RMS Gaussian noise with a 1/f^alpha power spectrum: white (0), pink (1), brown (2).
-
-    Shaped in the frequency domain (the DC bin takes the lowest non-zero frequency's weight).
-    """
-    alpha = {"white": 0.0, "pink": 1.0, "brown": 2.0}.get(color)
-    if alpha is None:
+    """Unit-RMS Gaussian noise of a named colour, white, pink (1/f) or brown (1/f^2), as a float64
+    tensor (:func:`frontend.noise.colored_noise`, the one copy)."""
+    if color not in COLOR_SLOPES:
         raise ValueError(f"color must be one of {NOISE_COLORS}, got {color!r}")
-    white = rng.standard_normal(n_samples)
-    if alpha > 0 and n_samples > 2:
-        spec = np.fft.rfft(white)
-        f = np.arange(spec.shape[0], dtype=float)
-        f[0] = f[1]
-        spec /= f ** (alpha / 2)
-        white = np.fft.irfft(spec, n=n_samples)
-    white = white - white.mean() if alpha > 0 else white
-    rms = np.sqrt(np.mean(white ** 2))
-    return torch.from_numpy(white / max(rms, 1e-12))
-
-
-def scale_to_snr(noise: torch.Tensor, speech: torch.Tensor, snr_db: float) -> torch.Tensor:
-    """Scale ``noise`` so that 10 log10(power(speech) / power(noise)) = ``snr_db``."""
-    p_speech = float(speech.to(torch.float64).pow(2).mean())
-    p_noise = float(noise.to(torch.float64).pow(2).mean())
-    if p_noise <= 0 or p_speech <= 0:
-        return noise * 0
-    return noise * math.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
+    return torch.from_numpy(shaped_noise(n_samples, COLOR_SLOPES[color], rng))
 
 
 def shared_scale(signals: Sequence[torch.Tensor], peak_target: float = PEAK_TARGET) -> float:
