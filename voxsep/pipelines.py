@@ -1,8 +1,8 @@
 """Pipelines that chain model families (separation and generation never import each other).
 
-``enhance_sources`` runs the WaveNet denoiser on each separated source (``voxsep separate
---enhance``); ``load_enhancer`` / ``load_vocoder`` load a bundled name or checkpoint and attach
-the model's sample rate.
+``enhance_sources`` runs the WaveNet denoiser on each separated source and ``denoise`` adds the
+one anti-clipping rule (``voxsep enhance`` and ``voxsep separate --enhance``); ``load_enhancer`` /
+``load_vocoder`` load a bundled name or checkpoint and attach the model's sample rate.
 """
 from __future__ import annotations
 
@@ -13,21 +13,18 @@ from pathlib import Path
 import torch
 
 from frontend import atomic_output, limit_peak, load_audio, resample, save_audio
+from voxsep.registry import load_model
 
 
-def load_enhancer(spec: str | os.PathLike = "default"):
+def load_enhancer(spec: str | os.PathLike):
     """The denoiser ``spec`` (bundled name or checkpoint) with ``.sample_rate`` set, eval mode."""
-    from voxsep.registry import load_model
-
     model, ckpt = load_model(spec, "enhancement")
     model.sample_rate = int(ckpt["sample_rate"])
     return model
 
 
-def load_vocoder(spec: str | os.PathLike = "default"):
+def load_vocoder(spec: str | os.PathLike):
     """The vocoder ``spec`` (bundled name or checkpoint) with ``.sample_rate`` set, eval mode."""
-    from voxsep.registry import load_model
-
     model, ckpt = load_model(spec, "vocoder")
     model.sample_rate = int(ckpt["sample_rate"])
     return model
@@ -54,6 +51,20 @@ def enhance_sources(sources: torch.Tensor, sample_rate: int, enhancer) -> torch.
     return out.to(sources.dtype)
 
 
+#: Peak the denoised audio is scaled down to when it would exceed it (the denoiser's output level
+#: follows its input, so a loud input can come out above full scale): scaled, never clipped.
+DENOISED_PEAK = 0.99
+
+
+def denoise(sources: torch.Tensor, sample_rate: int, enhancer) -> torch.Tensor:
+    """:func:`enhance_sources` without autograd, then scaled down together if any sample would
+    exceed :data:`DENOISED_PEAK` (:func:`frontend.limit_peak`: one gain for all sources, so their
+    levels stay relative). The one anti-clipping rule of ``voxsep enhance`` and ``separate --enhance``."""
+    with torch.inference_mode():
+        clean = enhance_sources(sources, sample_rate, enhancer)
+    return limit_peak(clean, DENOISED_PEAK)
+
+
 def enhance_folder(folder: str | os.PathLike, count: int, sample_rate: int, enhancer, name: str = "") -> None:
     """Denoise ``folder/s1.wav .. s{count}.wav`` in place (the layout `voxsep separate` writes).
 
@@ -66,9 +77,7 @@ def enhance_folder(folder: str | os.PathLike, count: int, sample_rate: int, enha
     if not paths:
         return
     sources = torch.stack([load_audio(p, sample_rate=sample_rate)[0] for p in paths])
-    with torch.inference_mode():
-        clean = enhance_sources(sources, sample_rate, enhancer)
-    clean = limit_peak(clean, 0.99)  # the denoiser's output level follows its input; never clip
+    clean = denoise(sources, sample_rate, enhancer)
     for p, wav in zip(paths, clean):
         save_audio(p, wav, sample_rate, subtype="FLOAT")
     summary_path = folder / "summary.json"

@@ -76,6 +76,8 @@ def test_separate_writes_sources_and_summary(tmp_path, checkpoint, capsys):
 
 
 def test_folder_with_one_bad_file(tmp_path, checkpoint, capsys):
+    """The rule of voxsep.files (issue 12): every input is checked first; a bad file among good ones
+    stops the command with one line naming it, exit 2, and nothing is written (it used to skip it)."""
     folder = tmp_path / "in"
     folder.mkdir()
     sf.write(folder / "good1.wav", _speech_like(1.0, seed=1), SR)
@@ -85,12 +87,17 @@ def test_folder_with_one_bad_file(tmp_path, checkpoint, capsys):
     code = main(["separate", str(folder), "-o", str(out), "--model", str(checkpoint), "--num-speakers", "2"])
     captured = capsys.readouterr()
     assert code == 2
-    assert sorted(p.name for p in out.iterdir()) == ["good1", "good2"]  # nothing (not even temp) for bad
-    for name in ("good1", "good2"):
-        assert sorted(p.name for p in (out / name).iterdir()) == ["s1.wav", "s2.wav", "summary.json"]
+    assert not out.exists()  # nothing (not even temp) for any file
     errors = captured.err.strip().splitlines()
     assert len(errors) == 1 and errors[0].startswith("voxsep: error: ") and "bad.wav" in errors[0]
-    assert len(captured.out.strip().splitlines()) == 2
+    assert captured.out.strip() == ""
+    # without the bad file, both good ones are separated
+    (folder / "bad.wav").unlink()
+    assert main(["separate", str(folder), "-o", str(out), "--model", str(checkpoint), "--num-speakers", "2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["good1", "good2"]
+    for name in ("good1", "good2"):
+        assert sorted(p.name for p in (out / name).iterdir()) == ["s1.wav", "s2.wav", "summary.json"]
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
 
 
 def test_corrupt_file_is_one_line_error_without_output(tmp_path, checkpoint):

@@ -1,9 +1,11 @@
-"""`voxsep enhance IN... [-o OUT] [--model NAME|CKPT]`: denoise speech with the WaveNet denoiser.
+"""`voxsep enhance IN... [-o OUT] --model CKPT`: denoise speech with the WaveNet denoiser.
 
-Inputs are audio files or folders (searched recursively). Each output is written atomically as
-``OUT/<name>.wav`` (folders keep their relative layout) at the input's sample rate; multichannel
-input is mixed down to mono. Every input is checked before any work starts, so a bad file stops
-the command with one line naming it and no outputs.
+Inputs are audio files or folders (searched recursively). Each output is ``OUT/<name>.wav``
+(folders keep their relative layout) at the input's sample rate; multichannel input is mixed down
+to mono. The output is scaled down if it would clip (:func:`voxsep.pipelines.denoise`, as
+``separate --enhance``). No denoiser is bundled yet, so ``--model`` is required until one is.
+Bad files follow the rule of :mod:`voxsep.files`: every input is checked first, a bad one stops
+the command with one line naming it (exit 2) and no output.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import argparse
 from pathlib import Path
 
 from frontend.errors import VoxsepError
+from voxsep.files import BAD_FILE_RULE, check_inputs
+from voxsep.registry import model_requirement
 
 NAME = "enhance"
 HELP = "remove noise from speech with the WaveNet denoiser"
@@ -19,26 +23,17 @@ HELP = "remove noise from speech with the WaveNet denoiser"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders")
     parser.add_argument("-o", "--out", default="enhanced", help="output folder (default: enhanced/)")
-    parser.add_argument("--model", default="default", help="bundled model name or checkpoint path")
+    parser.add_argument("--model", default=None, metavar="NAME|CKPT", help=model_requirement("enhancement"))
+    parser.epilog = BAD_FILE_RULE
 
 
-def collect_inputs(inputs: list[str], out_dir: Path, suffix: str = ".wav") -> list[tuple[Path, Path]]:
-    """``(input file, output file)`` pairs; checks every input is readable audio; no duplicates."""
-    from frontend import audio_info, find_audio_files
-
-    pairs: list[tuple[Path, Path]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = find_audio_files(path)
-            if not files:
-                raise VoxsepError(f"{path}: no audio files in this folder")
-            pairs += [(f, out_dir / f.relative_to(path).with_suffix(suffix)) for f in files]
-        else:
-            pairs.append((path, out_dir / (path.stem + suffix)))
+def collect_inputs(inputs: list[str], suffix: str = ".wav") -> list[tuple[Path, Path]]:
+    """``(input file, output path relative to OUT)`` pairs, every input checked (rule of
+    :mod:`voxsep.files`); two inputs that would write the same output are refused."""
+    pairs = [(f, f.relative_to(folder).with_suffix(suffix) if folder is not None else Path(f.stem + suffix))
+             for f, folder in check_inputs(inputs)]
     seen: dict[Path, Path] = {}
     for src, dst in pairs:
-        audio_info(src)  # raises AudioError naming the file
         if dst in seen:
             raise VoxsepError(f"{src}: its output {dst} would overwrite the output of {seen[dst]}")
         seen[dst] = src
@@ -49,15 +44,16 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from frontend import load_audio, save_audio
-    from voxsep.pipelines import enhance_sources, load_enhancer
+    from voxsep.files import staged_output
+    from voxsep.pipelines import denoise, load_enhancer
+    from voxsep.registry import require_model
 
-    out_dir = Path(args.out)
-    pairs = collect_inputs(args.inputs, out_dir)
-    enhancer = load_enhancer(args.model)
-    for src, dst in tqdm(pairs, desc="enhance", unit="file", disable=len(pairs) < 2):
-        wav, sr = load_audio(src)
-        clean = enhance_sources(wav.unsqueeze(0), sr, enhancer)[0]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        save_audio(dst, clean.clamp(-1.0, 1.0), sr)
-        print(dst)
+    spec = require_model("enhancement", args.model, "enhance")
+    pairs = collect_inputs(args.inputs)
+    enhancer = load_enhancer(spec)
+    with staged_output(args.out) as stage:
+        for src, dst in tqdm(pairs, desc="enhance", unit="file", disable=True if len(pairs) < 2 else None):
+            wav, sr = load_audio(src)
+            save_audio(stage.path(dst), denoise(wav.unsqueeze(0), sr, enhancer)[0], sr)
+    print("\n".join(str(stage.final(dst)) for _, dst in pairs))
     return 0

@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 from frontend import VoxsepError
+from voxsep.extras import extra_message, missing_modules
 
 NAME = "evaluate"
 HELP = "evaluate models or estimates on a mixture dataset"
@@ -212,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
         raise VoxsepError(f"{args.data}: no mixtures to evaluate")
     items = _Items(dataset, rate, args.max_mixtures)
     options = MetricOptions(bss=not args.no_bss, pesq=not args.no_pesq, stoi=not args.no_stoi)
+    skipped = [name for name, wanted, module in (("PESQ", options.pesq, "pesq"), ("STOI", options.stoi, "pystoi"))
+               if wanted and module in missing_modules("eval")]
+    if skipped:
+        print(f"voxsep: note: {' and '.join(skipped)} skipped: " + extra_message("they", "eval"), file=sys.stderr)
     result = evaluate_systems(items, systems, args.out, metrics=options, workers=args.workers,
                               n_examples=args.examples, plots=not args.no_plots,
                               data_description=f"{description}, {len(items)} mixtures")

@@ -5,8 +5,8 @@ model's rate) and ``OUT/NAME/summary.json`` (count, count probabilities, duratio
 prints one line. Inputs may be files or folders (searched recursively) at any rate and channel
 layout; they are read mono at the model's rate. Files longer than ``--window`` seconds are
 processed window by window in bounded memory (see :mod:`separation.inference`). A silent file
-has count 0 and no source files. A bad file is reported as one line and leaves no output; the
-other files are still separated, and the exit status is 2.
+has count 0 and no source files. Bad files follow the rule of :mod:`voxsep.files`: every input is
+checked first, a bad one stops the command with one line naming it (exit 2) and no output.
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from frontend import find_audio_files
 from frontend.errors import VoxsepError
 from separation.inference import COUNT_VOTES, Separator
+from voxsep.files import BAD_FILE_RULE, check_inputs, staged_output
+from voxsep.pipelines import enhance_folder, load_enhancer
+from voxsep.registry import bundled_default, load_model, require_model
 
 DEFAULT_MODEL = "default"
 
@@ -48,15 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (default: ./separated)")
     parser.add_argument("--num-speakers", "-k", type=int, default=None, metavar="K",
                         help="number of talkers, when known (skips counting)")
-    parser.add_argument("--enhance", nargs="?", const="default", default=None, metavar="NAME|CKPT",
-                        help="denoise every separated talker with a WaveNet denoiser "
-                             "(default: the bundled one)")
+    parser.add_argument("--enhance", nargs="?", const="", default=None, metavar="NAME|CKPT",
+                        help="denoise every separated talker with the WaveNet denoiser CKPT "
+                             + ("(or the bundled one when CKPT is left out)" if bundled_default("enhancement") else
+                                "(a checkpoint is required: no denoiser is bundled yet; train one with "
+                                "recipes/tts_enhancement)"))
+    parser.epilog = BAD_FILE_RULE
 
 
 def load_separator(args: argparse.Namespace) -> Separator:
     """The model named by ``--model`` wrapped in a :class:`Separator` with the CLI's options."""
-    from voxsep.registry import load_model
-
     if args.threads:
         torch.set_num_threads(args.threads)
     model, ckpt = load_model(args.model, task="separation")
@@ -66,21 +69,6 @@ def load_separator(args: argparse.Namespace) -> Separator:
         raise VoxsepError(f"--window ({args.window} s) must be longer than twice --overlap ({args.overlap} s)")
     return Separator(model, sample_rate=int(ckpt["sample_rate"]), window=args.window, overlap=args.overlap,
                      count_vote=args.count_vote, model_name=str(args.model))
-
-
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files named or found in folders, and one error line per input that gives none."""
-    files, errors = [], []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = find_audio_files(path)
-            if not found:
-                errors.append(f"{path}: no audio files in this folder")
-            files.extend(found)
-        else:
-            files.append(path)  # a missing or bad file is reported when it is read
-    return files, errors
 
 
 def output_names(files: list[Path]) -> list[str]:
@@ -93,39 +81,26 @@ def output_names(files: list[Path]) -> list[str]:
     return names
 
 
-def report_error(err: Exception) -> None:
-    print(f"voxsep: error: {err}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
-    files, errors = expand_inputs(args.inputs)
-    for line in errors:
-        report_error(line)
+    enhance_spec = (None if args.enhance is None
+                    else require_model("enhancement", args.enhance, "separate --enhance", "--enhance"))
+    files = [path for path, _ in check_inputs(args.inputs)]
     separator = load_separator(args)
-    enhancer = None
-    if args.enhance:
-        from voxsep.pipelines import enhance_folder, load_enhancer
-
-        enhancer = load_enhancer(args.enhance)
+    enhancer = load_enhancer(enhance_spec) if enhance_spec is not None else None
     if args.num_speakers is not None and not 1 <= args.num_speakers <= separator.max_speakers:
         raise VoxsepError(f"--num-speakers must be in 1..{separator.max_speakers} for this model")
-    out = Path(args.out)
-    failed = len(errors)
-    for path, name in zip(files, output_names(files)):
-        try:
+    lines = []
+    with staged_output(args.out) as stage:
+        for path, name in zip(files, output_names(files)):
+            folder = stage.path(name)
             with tqdm(total=None, unit="sample", unit_scale=True, desc=path.name, leave=False,
                       disable=None, file=sys.stderr) as bar:
-                summary = separator.separate_file(path, out / name, args.num_speakers, progress=bar.update)
+                summary = separator.separate_file(path, folder, args.num_speakers, progress=bar.update)
             if enhancer is not None:
-                enhance_folder(out / name, summary["count"], separator.sample_rate, enhancer, name=str(args.enhance))
-        except VoxsepError as err:
-            if args.debug:
-                raise
-            report_error(err)
-            failed += 1
-            continue
-        k = summary["count"]
-        probs = summary["count_probabilities"]
-        confidence = f", p={probs[str(k)]:.2f}" if str(k) in probs else ""
-        print(f"{path}: {k} talker{'s' if k != 1 else ''}{confidence} -> {out / name}")
-    return 2 if failed else 0
+                enhance_folder(folder, summary["count"], separator.sample_rate, enhancer, name=str(enhance_spec))
+            k = summary["count"]
+            probs = summary["count_probabilities"]
+            confidence = f", p={probs[str(k)]:.2f}" if str(k) in probs else ""
+            lines.append(f"{path}: {k} talker{'s' if k != 1 else ''}{confidence} -> {stage.final(name)}")
+    print("\n".join(lines))
+    return 0

@@ -2,7 +2,8 @@
 
 The config's ``task:`` picks the task (``separation``, ``enhancement``, ``vocoder``, or
 ``package.module:Attr`` for a task defined elsewhere); its module is imported only now, so that
-its tasks and models register themselves. Re-running the same command resumes the run.
+its tasks and models register themselves. Re-running the same command resumes the run. Training
+needs the ``[train]`` extra (Lightning, asteroid, PyYAML); without it the command says so in one line.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import argparse
 import importlib
 
 from frontend.errors import VoxsepError
+from voxsep.extras import extra_message, extra_of_import_error, require_extra
 
 #: Task name -> the module that registers it (imported lazily).
 TASK_MODULES = {
@@ -59,10 +61,14 @@ def import_task_module(task: str, extra: list[str] = ()) -> None:
         try:
             importlib.import_module(name)
         except ImportError as err:
+            extra = extra_of_import_error(err)
+            if extra is not None:
+                raise VoxsepError(extra_message(f"task {task!r} ({name})", extra)) from None
             raise VoxsepError(f"task {task!r}: cannot import {name}: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:
+    require_extra("train", "voxsep train")
     from engine.checkpoint import load_checkpoint
     from engine.config import load_config
     from engine.train import BEST_PT, is_global_rank_zero, train
