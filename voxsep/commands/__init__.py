@@ -16,5 +16,6 @@ COMMANDS = {
     "train": "train a model from a recipe config (separation, enhancement, vocoder)",
     "evaluate": "evaluate models or estimates on a mixture dataset",
     "demo": "end-to-end demo on bundled examples and models",
+    "serve": "a local web page to separate recordings (upload, count, listen, download)",
     "bench": "speed and memory benchmarks",
 }
