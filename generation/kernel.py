@@ -13,12 +13,26 @@ Portability: plain C99 + libm + pthreads, compiled with ``cc -O3 [-march=native]
 into the user cache and loaded by ``ctypes``. If no compiler is available, :func:`load_kernel`
 returns None and :class:`generation.fast.FastGenerator` uses its fused pure-torch loop, which is
 also the reference the kernel is tested against. Set ``VOXSEP_NO_KERNEL=1`` to force that path.
+
+Two guards:
+
+* **The cache key** (:func:`cache_key`) is a hash of the source, the compiler (its path and
+  ``--version``), the flags and the CPU (machine type, model name and feature flags), so a home
+  directory shared by machines of different CPUs (``-march=native``) or compilers never loads a
+  binary built for another one.
+* **No process-wide float changes.** ``-ffast-math`` is given when compiling only: linking a
+  shared object with it (GCC before 13, clang) adds ``crtfastmath.o``, whose constructor sets
+  flush-to-zero and denormals-are-zero in MXCSR when the library loads, for every later float
+  operation of the process (torch, numpy). The kernel's own code is the same either way.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
+import json
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -291,20 +305,67 @@ def _cache_dir() -> Path:
     return Path(base) / "voxsep"
 
 
-def _compile(out: Path) -> bool:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        return False
+#: Flags when compiling the source to an object (``-ffast-math`` here only: see the module docstring).
+COMPILE_FLAGS = ("-O3", "-ffast-math", "-fPIC", "-std=c99")
+#: Tried in order: tuned for this CPU, else generic.
+ARCH_FLAGS = (("-march=native",), ())
+#: Flags when linking the object into the shared library: no ``-ffast-math`` (no crtfastmath.o).
+LINK_FLAGS = ("-shared", "-lm", "-lpthread")
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_id(cc: str) -> str:
+    """The compiler's resolved path and the first line of ``cc --version``."""
+    path = shutil.which(cc) or cc
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return f"{os.path.realpath(path)}: {out.strip().splitlines()[0] if out.strip() else 'unknown version'}"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_id() -> str:
+    """The machine type, the CPU model name and a hash of its feature flags (``/proc/cpuinfo``;
+    ``platform.processor()`` where there is none)."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep:
+                    info.setdefault(key.strip().lower(), value.strip())  # the first processor's
+    except OSError:
+        pass
+    model = info.get("model name") or info.get("cpu model") or info.get("uarch") or platform.processor()
+    features = " ".join(sorted((info.get("flags") or info.get("features") or info.get("isa") or "").split()))
+    return f"{platform.machine()} | {model} | flags {hashlib.sha1(features.encode()).hexdigest()[:12]}"
+
+
+def cache_key(cc: str) -> str:
+    """Hash of everything the binary depends on: source, compiler, flags and CPU."""
+    parts = {"source": SOURCE, "compiler": compiler_id(cc), "compile": COMPILE_FLAGS, "arch": ARCH_FLAGS,
+             "link": LINK_FLAGS, "cpu": cpu_id()}
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _compile(cc: str, out: Path) -> bool:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "wavenet_kernel.c"
         src.write_text(SOURCE)
+        obj = Path(tmp) / "wavenet_kernel.o"
         tmp_out = Path(tmp) / out.name
-        base = [cc, "-O3", "-ffast-math", "-fPIC", "-shared", "-std=c99", str(src), "-o", str(tmp_out),
-                "-lm", "-lpthread"]
-        for flags in (["-march=native"], []):
-            cmd = base[:1] + flags + base[1:]
-            if subprocess.run(cmd, capture_output=True).returncode == 0:
+        for arch in ARCH_FLAGS:
+            compiled = subprocess.run([cc, *COMPILE_FLAGS, *arch, "-c", str(src), "-o", str(obj)], capture_output=True)
+            if compiled.returncode != 0:
+                continue
+            linked = subprocess.run([cc, *arch, str(obj), "-o", str(tmp_out), *LINK_FLAGS], capture_output=True)
+            if linked.returncode == 0:
                 os.replace(tmp_out, out)  # atomic: another process may load it concurrently
                 return True
     return False
@@ -318,13 +379,16 @@ def load_kernel():
     _TRIED = True
     if os.environ.get("VOXSEP_NO_KERNEL"):
         return None
-    tag = hashlib.sha1(SOURCE.encode()).hexdigest()[:12]
+    cc = _compiler()
+    if cc is None:
+        return None  # (a binary cached by another compiler or CPU is never a safe guess)
+    tag = cache_key(cc)
     lib = None
     # the user cache, else the temp folder (read-only home directories)
     for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"voxsep-{os.getuid() if hasattr(os, 'getuid') else 0}"):
         path = folder / f"wavenet_kernel_{tag}.so"
         try:
-            if path.exists() or _compile(path):
+            if path.exists() or _compile(cc, path):
                 lib = ctypes.CDLL(str(path))
                 break
         except OSError:

@@ -1,6 +1,9 @@
 """Fast generation: fused torch loop and C kernel vs forward; sampling policies; determinism;
 cached vs naive; a small WaveNet learns a periodic waveform and regenerates it from a seed."""
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ from generation.wavenet import WaveNet, WaveNetConfig, shift_right
 from tests.generation.test_wavenet import COND_MODES, conditioning, small_config
 
 OUTPUTS = ["mulaw", "logistic_mixture", "regression"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_kernel_builds_here():
@@ -167,3 +171,33 @@ def test_without_compiler_the_torch_loop_is_used(monkeypatch):
     assert torch.equal(gen.generate(50, uniforms=u), generate_reference(model, 50, uniforms=u))
     with pytest.raises(RuntimeError, match="could not be built"):
         FastGenerator(model, use_kernel=True)
+
+
+def test_loading_the_kernel_does_not_flush_denormals():
+    """-ffast-math only compiles the kernel: linking with it would add crtfastmath.o, which sets
+    flush-to-zero/denormals-are-zero for the whole process when the library loads (it did)."""
+    code = ("import numpy as np, torch\n"
+            "from generation.kernel import load_kernel\n"
+            "assert load_kernel() is not None\n"
+            "values = [float((np.array([1e-310]) * np.array([1.0]))[0]),\n"
+            "          float((torch.tensor([1e-310], dtype=torch.float64) * 1.0)[0]),\n"
+            "          float(np.float32(1e-40) * np.float32(1.0)), float((torch.tensor([1e-40]) * 1.0)[0])]\n"
+            "print(values)\n"
+            "assert all(v != 0.0 for v in values), values\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=ROOT)
+
+
+def test_kernel_cache_key_covers_source_compiler_flags_and_cpu(monkeypatch):
+    import generation.kernel as kernel
+
+    base = kernel.cache_key("cc")
+    assert base == kernel.cache_key("cc") and len(base) == 16
+    keys = {base}
+    for attr, value in (("SOURCE", kernel.SOURCE + "\n"), ("COMPILE_FLAGS", ("-O2",)), ("ARCH_FLAGS", ((),)),
+                        ("LINK_FLAGS", ("-shared",)), ("compiler_id", lambda cc: "clang 99"),
+                        ("cpu_id", lambda: "aarch64 | other CPU | flags 0")):
+        with monkeypatch.context() as m:
+            m.setattr(kernel, attr, value)
+            keys.add(kernel.cache_key("cc"))
+    assert len(keys) == 7
+    assert "-ffast-math" in kernel.COMPILE_FLAGS and "-ffast-math" not in kernel.LINK_FLAGS
