@@ -4,7 +4,7 @@
 #   TRAIN_CSVS="/d/Libri2Mix/wav8k/min/metadata/mixture_train-360_mix_clean.csv,/d/Libri3Mix/..." \
 #   VALID_CSVS="/d/Libri2Mix/wav8k/min/metadata/mixture_dev_mix_clean.csv,..." \
 #   TEST_CSVS="/d/Libri2Mix/wav8k/min/metadata/mixture_test_mix_clean.csv,..." recipes/librimix/run.sh
-#   CORPUS=/work/data/corpus LIBRIMIX=data/librimix_tts recipes/librimix/run.sh   # CSVs from TTS speech
+#   CORPUS=data/corpus LIBRIMIX=data/librimix_tts recipes/librimix/run.sh   # CSVs from TTS speech
 # Hyperparameters live in the YAML; this script passes only paths.
 set -euo pipefail
 

@@ -4,7 +4,7 @@
 # Usage (from the repository root):
 #   recipes/tts_separation/run.sh                       # all stages, CPU config
 #   CONF=recipes/tts_separation/conf_paper.yaml STAGE=3 recipes/tts_separation/run.sh
-#   CORPUS=/work/data/corpus STAGE=2 recipes/tts_separation/run.sh   # reuse a built corpus
+#   CORPUS=data/corpus STAGE=2 recipes/tts_separation/run.sh   # reuse a built corpus
 # Hyperparameters live in the YAML; this script passes only paths. Every stage resumes if re-run.
 set -euo pipefail
 

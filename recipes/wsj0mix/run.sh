@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # wsj0-{2..5}mix: 1 data check (or build a wsj0-mix-style tree from the TTS corpus) -> 2 train -> 3 evaluate.
 # Usage (from the repository root):
-#   WSJ0MIX=/data/wsj0-mix recipes/wsj0mix/run.sh                     # the original tree
-#   CORPUS=/work/data/corpus WSJ0MIX=data/wsj0mix_tts recipes/wsj0mix/run.sh   # same layout from TTS speech
+#   WSJ0MIX=path/to/wsj0-mix recipes/wsj0mix/run.sh                     # the original tree
+#   CORPUS=data/corpus WSJ0MIX=data/wsj0mix_tts recipes/wsj0mix/run.sh   # same layout from TTS speech
 # The tree: $WSJ0MIX/{C}speakers/wav8k/min/{tr,cv,tt}/{mix,s1..sC}/*.wav. Hyperparameters live in the YAML.
 set -euo pipefail
 
