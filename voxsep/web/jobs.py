@@ -411,8 +411,8 @@ class SeparationService:
             job.result = self._result(job, summary)
             with self._cond:
                 job.state, job.stage, job.progress, job.finished = "done", "done", 1.0, time.time()
-            self._log(f"{job.name}: {count} talker{'s' if count != 1 else ''} in {format_duration(info.duration)} "
-                      f"of audio ({time.time() - job.started:.1f} s)")
+            self._log(f"{job.name}: {count} talker{'s' if count != 1 else ''}, {format_duration(info.duration)} of "
+                      f"audio separated in {time.time() - job.started:.1f} s")
         except Exception as err:  # the job ends with a message; the worker and the server go on
             if self._closing.is_set():
                 return
