@@ -243,7 +243,9 @@ def test_concurrent_jobs_are_queued_on_one_model(tmp_path, bundled_separator, we
     gated = _GatedSeparator(bundled_separator)
     with SeparationService(gated, tmp_path / "w", Limits(max_jobs=3)) as service:
         jobs = [submit_file(service, web_recordings[key]) for key in ("two", "two_b", "two")]
-        time.sleep(0.2)
+        deadline = time.monotonic() + 20
+        while jobs[0].state != "running" and time.monotonic() < deadline:  # the worker takes the first
+            time.sleep(0.01)
         states = [service.describe(j) for j in jobs]
         assert [s["state"] for s in states] == ["running", "queued", "queued"]
         assert [s["jobs_ahead"] for s in states] == [None, 1, 2]
