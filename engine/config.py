@@ -6,6 +6,8 @@ Schema (``voxsep train`` and :func:`engine.train.train` read the resolved dict):
     task_options: {}            # optional keyword arguments of the task class (loss weights...)
     sample_rate: 8000
     run_dir: runs/tts_separation_cpu
+    init_from: null             # optional: start from the weights of voxsep checkpoint(s), fresh optimizer:
+                                # PATH, or a list of PATH / PART=PATH (only the keys under PART.)
     model: {name: svoice, config: {...}}        # registry name + its config dict
     data: {...}                 # task-specific, handed to task.build_datasets
     optim: {optimizer: adam, lr: 5.0e-4, weight_decay: 0.0, grad_clip: 5.0,
@@ -30,7 +32,7 @@ import yaml
 from frontend import atomic_output
 from frontend.errors import VoxsepError
 
-SECTIONS = ("task", "task_options", "sample_rate", "run_dir", "model", "data", "optim", "trainer")
+SECTIONS = ("task", "task_options", "sample_rate", "run_dir", "init_from", "model", "data", "optim", "trainer")
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -51,7 +53,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 100, "max_steps": -1, "max_time_minutes": None, "batch_size": 4,
     "num_workers": 2, "accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": 32,
     "val_every_n_epochs": 1, "limit_train_batches": None, "limit_val_batches": None,
-    "log_every_n_steps": 10, "seed": 0, "checkpoint_every_n_steps": None,
+    "log_every_n_steps": 10, "seed": 0, "checkpoint_every_n_steps": None, "checkpoint_every_minutes": 5.0,
     "monitor": "loss", "monitor_mode": "min", "progress_bar": True,
 }
 
@@ -60,10 +62,10 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 RESUMABLE_CHANGES = frozenset(
     f"trainer.{k}" for k in (
         "max_epochs", "max_steps", "max_time_minutes", "num_workers", "accelerator", "devices",
-        "strategy", "log_every_n_steps", "checkpoint_every_n_steps", "limit_val_batches",
+        "strategy", "log_every_n_steps", "checkpoint_every_n_steps", "checkpoint_every_minutes", "limit_val_batches",
         "val_every_n_epochs", "progress_bar",
     )
-) | {"run_dir"}
+) | {"run_dir", "init_from"}
 
 # key -> (allowed types, must be positive); None is allowed where the default is None
 _INT = (int,)
@@ -74,7 +76,7 @@ _TRAINER_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "devices": ((int, str, list), False), "strategy": ((str,), False), "precision": ((int, str), False),
     "val_every_n_epochs": (_INT, True), "limit_train_batches": (_NUM, True),
     "limit_val_batches": (_NUM, False), "log_every_n_steps": (_INT, True), "seed": (_INT, False),
-    "checkpoint_every_n_steps": (_INT, True), "monitor": ((str,), False),
+    "checkpoint_every_n_steps": (_INT, True), "checkpoint_every_minutes": (_NUM, True), "monitor": ((str,), False),
     "monitor_mode": ((str,), False), "progress_bar": ((bool,), False),
 }
 
@@ -219,6 +221,12 @@ def resolve_config(raw: Mapping[str, Any]) -> dict:
     cfg["sample_rate"] = raw["sample_rate"]
     _check_type("run_dir", raw["run_dir"], (str,), False, False)
     cfg["run_dir"] = raw["run_dir"]
+    init_from = raw.get("init_from")
+    if isinstance(init_from, str):
+        init_from = [init_from]
+    if init_from is not None and not (isinstance(init_from, list) and all(isinstance(x, str) for x in init_from)):
+        raise VoxsepError(f"init_from must be a checkpoint path or a list of them, got {init_from!r}")
+    cfg["init_from"] = init_from or None
 
     model = _fill("model", raw["model"], {"name": None, "config": {}})
     _check_type("model.name", model["name"], (str,), False, False)

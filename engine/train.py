@@ -9,6 +9,17 @@ A run folder holds (all files written atomically: temp file + rename)::
     history.jsonl   one line per epoch (metrics, lr, time), plus "start"/"resume" events
     logs/version_N/metrics.csv   Lightning's CSV log (and TensorBoard under tb/ if installed)
 
+Resumable state (``last.ckpt`` + ``last.pt``) is saved every ``trainer.checkpoint_every_minutes``
+of training (default 5) and at the end of every epoch, with no setting needed, so that a run killed
+with SIGKILL loses at most a few minutes. History lines carry ``cpu_s``: the CPU seconds the run has
+used (this process and its finished children, summed over resumed segments), so that quality can be
+plotted against training compute.
+
+``init_from`` (config top level) starts a new run from the weights of voxsep checkpoints with a
+fresh optimizer: ``PATH`` loads every matching key, ``PART=PATH`` only the keys under ``PART.``
+(e.g. ``counter=runs/count/best.pt``); later entries override earlier ones. Keys whose shapes
+differ are an error; keys the model lacks, or that no checkpoint gives, are listed in the history.
+
 Re-running the same command with the same ``run_dir`` resumes from ``last.ckpt``. It refuses
 (``VoxsepError``) when the resolved config changed in a way that matters: anything except the
 keys in :data:`engine.config.RESUMABLE_CHANGES` (run length, workers, devices/strategy, logging
@@ -27,6 +38,7 @@ import contextlib
 import json
 import math
 import os
+import resource
 import sys
 import time
 import warnings
@@ -36,7 +48,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.strategies import DDPStrategy
@@ -44,7 +55,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader
 
-from engine.checkpoint import config_to_dict, save_checkpoint
+from engine.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
 from engine.config import check_resumable, read_yaml, resolve_config, save_config
 from engine.task import Task, get_task
 from frontend import atomic_output
@@ -216,8 +227,10 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _model_config(model: nn.Module, config: Mapping[str, Any]) -> dict:
-    """The config that rebuilds ``model``: its own ``.config`` (defaults filled in) if it has one."""
-    own = getattr(model, "config", None)
+    """The config that rebuilds ``model``: its ``get_config()`` or its own ``.config`` (defaults
+    filled in) if it has one."""
+    get_config = getattr(model, "get_config", None)
+    own = get_config() if callable(get_config) else getattr(model, "config", None)
     if own is not None:
         with contextlib.suppress(TypeError):
             return config_to_dict(own)
@@ -251,18 +264,32 @@ class RunFiles(pl.Callback):
         self.best_step = -1
         self._start = time.monotonic()
         self._epoch_lr: float | None = None
+        #: CPU seconds of earlier segments of this run (restored from last.ckpt on resume)
+        self.cpu_before = 0.0
+        self._cpu_start = process_cpu_seconds()
+        interval = config["trainer"].get("checkpoint_every_minutes")
+        self.save_interval_s = float(interval) * 60 if interval else None
+        self.save_every_steps = config["trainer"].get("checkpoint_every_n_steps")
+        self._last_save = time.monotonic()
+        self.init_report: dict[str, Any] | None = None
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used by this run so far, over every resumed segment."""
+        return self.cpu_before + process_cpu_seconds() - self._cpu_start
 
     # -- state kept in last.ckpt
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_step": self.best_step}
+        return {"best": self.best, "best_step": self.best_step, "cpu_s": self.cpu_seconds()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")
         self.best_step = state_dict.get("best_step", -1)
+        self.cpu_before = float(state_dict.get("cpu_s", 0.0))
+        self._cpu_start = process_cpu_seconds()
 
     # -- helpers
     def _save(self, name: str, trainer: pl.Trainer, pl_module: TaskModule, extra: Mapping[str, float] = ()) -> None:
-        metrics = {**_scalars(trainer.callback_metrics), **dict(extra)}
+        metrics = {**_scalars(trainer.callback_metrics), **dict(extra), "cpu_s": round(self.cpu_seconds(), 1)}
         save_checkpoint(
             self.run_dir / name, task=self.task.name, model_name=self.config["model"]["name"],
             model_config=_model_config(pl_module.model, self.config), sample_rate=self.config["sample_rate"],
@@ -296,8 +323,30 @@ class RunFiles(pl.Callback):
             kept = [r for r in read_history(self.run_dir) if r.get("step", 0) <= trainer.global_step]
             with atomic_output(self.run_dir / HISTORY) as tmp:
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self._append({"event": event, "epoch": trainer.current_epoch, "step": trainer.global_step,
-                      "world_size": trainer.world_size, "time": time.time()})
+        record = {"event": event, "epoch": trainer.current_epoch, "step": trainer.global_step,
+                  "world_size": trainer.world_size, "time": time.time(), "cpu_s": round(self.cpu_seconds(), 1)}
+        if event == "start" and self.init_report is not None:
+            record["init_from"] = self.init_report
+        self._append(record)
+
+    def save_resumable(self, trainer: pl.Trainer) -> None:
+        """Write ``last.ckpt`` (and, through :meth:`on_save_checkpoint`, ``last.pt``); every process
+        takes part (rank 0 writes)."""
+        trainer.save_checkpoint(self.run_dir / LAST_CKPT, weights_only=False)
+        self._last_save = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: TaskModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.save_every_steps and trainer.global_step % self.save_every_steps == 0:
+            self.save_resumable(trainer)
+            return
+        if self.save_interval_s is None:
+            return
+        due = time.monotonic() - self._last_save >= self.save_interval_s
+        if trainer.world_size > 1:  # every process must take part in the save: rank 0 decides
+            due = bool(trainer.strategy.broadcast(due, src=0))
+        if due:
+            self.save_resumable(trainer)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
         # Lightning steps epoch schedulers before on_train_epoch_end: note the lr this epoch uses now
@@ -311,15 +360,22 @@ class RunFiles(pl.Callback):
         train_means = pl_module.finish_train_epoch()  # every process: pools over DDP
         if self.monitor_key.startswith("train/"):
             self._maybe_best(trainer, pl_module)
-        if not trainer.is_global_zero:
-            return
+        if trainer.is_global_zero:
+            self._log_epoch(trainer, pl_module, train_means)
+        # resumable state at the end of every epoch (unless the step interval just saved it)
+        if not (self.save_every_steps and trainer.global_step % self.save_every_steps == 0):
+            self.save_resumable(trainer)
+
+    def _log_epoch(self, trainer: pl.Trainer, pl_module: TaskModule, train_means: Mapping[str, float]) -> None:
         metrics = {f"train/{k}": v for k, v in train_means.items()}
         if pl_module.last_validation is not None and pl_module.last_validation[0] == trainer.current_epoch:
             metrics.update({f"val/{k}": v for k, v in pl_module.last_validation[1].items()})
         self._append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lr": self._epoch_lr,
-                      "elapsed_s": round(time.monotonic() - self._start, 3), **metrics})
+                      "elapsed_s": round(time.monotonic() - self._start, 3),
+                      "cpu_s": round(self.cpu_seconds(), 1), **metrics})
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: TaskModule, checkpoint: dict[str, Any]) -> None:
+        self._last_save = time.monotonic()
         if trainer.is_global_zero:
             self._save(LAST_PT, trainer, pl_module)
 
@@ -328,6 +384,57 @@ class RunFiles(pl.Callback):
         trainer.save_checkpoint(self.run_dir / LAST_CKPT, weights_only=False)
         if self.best is None and trainer.is_global_zero:  # nothing monitored (no epoch finished)
             self._save(BEST_PT, trainer, pl_module)
+
+
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (DataLoader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _init_spec(spec: str) -> tuple[str, str]:
+    """``"PART=PATH"`` -> ``(PART, PATH)``; a plain path -> ``("", PATH)``."""
+    part, sep, path = spec.partition("=")
+    if sep and part and "/" not in part and os.sep not in part and not Path(spec).exists():
+        return part.strip("."), path
+    return "", spec
+
+
+def init_weights(model: nn.Module, specs: list[str]) -> dict[str, Any]:
+    """Load weights from voxsep checkpoints into ``model`` (``init_from``; see the module docstring).
+
+    Returns:
+        ``{"sources": [...], "loaded": n_keys, "missing": [keys nobody gave], "ignored": [keys the
+        model lacks]}``.
+
+    Raises:
+        VoxsepError: an unreadable checkpoint, a part no checkpoint holds, or a shape mismatch.
+    """
+    own = model.state_dict()
+    upgrade = getattr(model, "upgrade_state_dict", None)
+    loaded: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    for spec in specs:
+        part, path = _init_spec(spec)
+        state = load_checkpoint(path)["state_dict"]
+        if callable(upgrade):
+            state = upgrade(state)
+        prefix = f"{part}." if part else ""
+        chosen = {k: v for k, v in state.items() if k.startswith(prefix)}
+        if not chosen:
+            raise VoxsepError(f"{path}: init_from part {part!r} holds no weights")
+        for key, value in chosen.items():
+            if key not in own:
+                ignored.append(key)
+                continue
+            if tuple(value.shape) != tuple(own[key].shape):
+                raise VoxsepError(f"{path}: init_from weight {key} has shape {tuple(value.shape)}, "
+                                  f"the model's is {tuple(own[key].shape)}")
+            loaded[key] = value
+    model.load_state_dict({**own, **loaded})
+    return {"sources": list(specs), "loaded": len(loaded),
+            "missing": sorted(set(own) - set(loaded)), "ignored": sorted(set(ignored))}
 
 
 def is_global_rank_zero() -> bool:
@@ -393,17 +500,13 @@ def train(config: Mapping[str, Any]) -> Path:
     pl.seed_everything(trainer_cfg["seed"], workers=True, verbose=False)
     task = get_task(config["task"], config["task_options"])
     model = task.build_model(config["model"]["name"], config["model"]["config"])
+    init_report = init_weights(model, config["init_from"]) if config.get("init_from") and not resume else None
     train_loader, valid_loader = _loaders(task, config)
     if is_global_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(run_dir)
         save_config(config, run_dir / CONFIG)
 
-    ckpt_every = trainer_cfg["checkpoint_every_n_steps"]
-    checkpointing = ModelCheckpoint(
-        dirpath=run_dir, save_last=True, save_top_k=0, enable_version_counter=False,
-        **({"every_n_train_steps": ckpt_every} if ckpt_every else {"every_n_epochs": 1}),
-    )
     loggers: list[Any] = [CSVLogger(run_dir, name="logs")]
     with contextlib.suppress(ImportError, ModuleNotFoundError):
         import tensorboard  # noqa: F401  (optional)
@@ -416,6 +519,8 @@ def train(config: Mapping[str, Any]) -> Path:
     strategy = trainer_cfg["strategy"]
     if strategy == "ddp":
         strategy = DDPStrategy(find_unused_parameters=task.find_unused_parameters)
+    run_files = RunFiles(run_dir, config, task, monitor_key)
+    run_files.init_report = init_report
     trainer = pl.Trainer(
         accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"], strategy=strategy,
         precision=trainer_cfg["precision"], max_epochs=trainer_cfg["max_epochs"], max_steps=trainer_cfg["max_steps"],
@@ -424,7 +529,7 @@ def train(config: Mapping[str, Any]) -> Path:
         limit_train_batches=trainer_cfg["limit_train_batches"],
         limit_val_batches=limit_val if valid_loader is not None else 0,
         log_every_n_steps=trainer_cfg["log_every_n_steps"], gradient_clip_val=config["optim"]["grad_clip"],
-        callbacks=[RunFiles(run_dir, config, task, monitor_key), checkpointing], logger=loggers,
+        callbacks=[run_files], logger=loggers, enable_checkpointing=False,
         plugins=[AtomicCheckpointIO()], enable_progress_bar=trainer_cfg["progress_bar"],
         default_root_dir=run_dir, num_sanity_val_steps=0,
     )

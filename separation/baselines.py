@@ -68,6 +68,11 @@ class AsteroidBaseline(SeparationModel):
     def get_config(self) -> dict:
         return asdict(self.config)
 
+    @property
+    def hop(self) -> int:
+        """Samples per frame of the asteroid encoder."""
+        return int(getattr(self.network.encoder.filterbank, "stride", 1) or 1)
+
     def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None = None,
                 heads: Iterable[int] | None = None, all_blocks: bool | None = None) -> SeparationOutput:
         """``mix (B, T)`` -> one block whose only head is ``max_speakers`` (``heads`` and

@@ -273,8 +273,7 @@ class Separator:
         self.count_vote = count_vote
         self.silence_db = silence_db
         self.model_name = model_name
-        config = getattr(model, "config", None)
-        self.align = int(getattr(config, "stride", 1) or 1)
+        self.align = int(getattr(model, "hop", 1) or 1)
 
     @property
     def max_speakers(self) -> int:

@@ -479,7 +479,7 @@ def make_mixtures(cfg: MixConfig) -> dict[str, int]:
     speech = Path(cfg.speech)
     _check_config(cfg)
     _prepare_out(out, cfg.overwrite, speech)
-    utterances, speech_root = find_speech(speech, cfg.sample_rate, cfg.speaker_rule, cfg.splits,
+    utterances, speech_root = find_speech(speech, cfg.sample_rate, cfg.speaker_rule, SPLITS,
                                           cfg.split_fractions)
     noise_mode, noise_files = "none", []
     if cfg.noise in ("none", "colored") or cfg.noise in NOISE_COLORS:

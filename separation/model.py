@@ -1,17 +1,20 @@
-"""Multi-head dual-path MulCat separator for an unknown number of talkers.
+"""Separation models for an unknown number of talkers: the composed multi-head separator.
 
-The trunk follows SVoice (Nachmani, Adi, Wolf, ICML 2020, arXiv:2003.01531): a learned conv
-encoder, chunking with 50 % overlap, dual-path blocks of MulCat units (intra-chunk, then
-inter-chunk, each with a residual add) and a parameter-free decoder (average groups of features
-into short frames, overlap-add). The heads follow Multi-Decoder DPRNN (Zhu, Yeh,
-Hasegawa-Johnson, ICASSP 2021, arXiv:2011.12022): one decoder head per talker count
-``c in 1..max_speakers`` shares the trunk, and a count head classifies pooled trunk features.
-Heads are shared across blocks and applied after every block, so training can use SVoice's
-multi-scale loss; inference runs the trunk once, picks the count and decodes that head only.
+:class:`MultiHeadSeparator` is built from parts (``model.name: multihead``): an encoder/decoder pair
+(:mod:`separation.encoders`: SVoice's learned conv encoder, or an STFT with masks), a registered
+trunk (:mod:`separation.trunks`: ``mulcat``, ``dprnn``, ``blstm``, ``sudormrf``, ...), one decoder
+head per talker count ``c in 1..max_speakers`` and a count estimator (:mod:`separation.counters`:
+a head on the trunk's features, or a dedicated log-mel CRNN). The heads follow Multi-Decoder DPRNN
+(Zhu, Yeh, Hasegawa-Johnson, ICASSP 2021, arXiv:2011.12022); the MulCat trunk and the multi-scale
+loss follow SVoice (Nachmani, Adi, Wolf, ICML 2020, arXiv:2003.01531). The per-count heads, the
+counter and the count selection are written once here, for every trunk.
 
-Besides the count head, the SVoice selector is available (``count_method="power"``): the
-max-count head's outputs are peak-normalised and the channels whose mean power exceeds a
-threshold are counted.
+Besides the counter, the SVoice selector is available (``count_method="power"``): the max-count
+head's outputs are peak-normalised and the channels whose mean power exceeds a threshold are
+counted.
+
+:class:`MulCatSeparator` (``svoice_multihead``) is the conv + MulCat composition with the flat
+config of earlier checkpoints, which still load (their state-dict keys are renamed on load).
 
 Shapes: ``mix (B, T)``, ``est_sources (B, C, T)``, ``count_logits (B, n_count_classes)`` where
 class ``j`` means ``j + count_offset`` talkers (``count_offset`` is 0 when the optional
@@ -23,10 +26,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine.checkpoint import config_from_dict, register_model
+from separation.counters import counter_config, build_counter
+from separation.encoders import build_encoder, encoder_config, overlap_add  # noqa: F401  (overlap_add: re-export)
+from separation.trunks import build_trunk, trunk_config
+from separation.trunks.dualpath import GlobalLayerNorm, merge_chunks, split_chunks  # noqa: F401  (re-exports)
+from separation.trunks.mulcat import MulCatBlock  # noqa: F401  (re-export)
 
 COUNT_METHODS = ("head", "power")
 
@@ -127,6 +134,8 @@ class SeparationModel(nn.Module):
     #: "head" (classifier) or "power" (SVoice's threshold on the max-count head)
     count_method: str = "head"
     power_threshold: float = 1e-3
+    #: samples per frame; long-file windows are aligned to it
+    hop: int = 1
 
     def get_config(self) -> dict:
         """Plain-dict config that rebuilds this model with ``type(self)(config)``."""
@@ -223,11 +232,224 @@ class SeparationModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Multi-head MulCat separator
+# The composed multi-head separator
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class MultiHeadConfig:
+    """What :class:`MultiHeadSeparator` is built from: one spec per part.
+
+    Attributes:
+        max_speakers: largest talker count; one decoder head per count 1..max_speakers [C].
+        encoder: ``{type: conv|stft, ...}`` (:mod:`separation.encoders`).
+        trunk: ``{type: NAME, ...}``, a registered trunk (:mod:`separation.trunks`).
+        counter: ``{type: head|crnn, ...}`` (:mod:`separation.counters`).
+        count_no_speech: add a "no speech" (0 talkers) class to the counter.
+        count_method: ``head`` (the counter) or ``power`` (SVoice's threshold on the max-count
+            head's output powers).
+        power_threshold: mean power of a peak-normalised channel above which it counts (``power``).
+        normalize_input: divide each mixture by its RMS before encoding and give the estimates
+            the mixture's scale back (level-independent features; exact scale kept).
+        sample_rate: rate the model works at, in Hz.
+    """
+
+    max_speakers: int = 5
+    encoder: dict = field(default_factory=lambda: {"type": "stft"})
+    trunk: dict = field(default_factory=lambda: {"type": "blstm"})
+    counter: dict = field(default_factory=lambda: {"type": "head"})
+    count_no_speech: bool = False
+    count_method: str = "head"
+    power_threshold: float = 1e-3
+    normalize_input: bool = True
+    sample_rate: int = 8000
+
+    def __post_init__(self):
+        if self.max_speakers < 1:
+            raise ValueError(f"max_speakers must be >= 1, got {self.max_speakers}")
+        if self.count_method not in COUNT_METHODS:
+            raise ValueError(f"count_method must be one of {COUNT_METHODS}, got {self.count_method!r}")
+        # every default filled in: a checkpoint rebuilds exactly this architecture
+        self.encoder = encoder_config(self.encoder)
+        self.trunk = trunk_config(self.trunk)
+        self.counter = counter_config(self.counter)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "MultiHeadConfig":
+        return config_from_dict(cls, config, "MultiHeadSeparator")
+
+
+@register_model("multihead")
+class MultiHeadSeparator(SeparationModel):
+    """Count and separate: encoder -> trunk -> one decoder head per talker count, plus a counter.
+
+    The heads follow Multi-Decoder DPRNN (Zhu, Yeh, Hasegawa-Johnson, ICASSP 2021,
+    arXiv:2011.12022): every head shares the trunk and is applied after every returned trunk block
+    (SVoice's multi-scale loss); inference runs the trunk once, picks the count and decodes that
+    head only. Head ``c`` is PReLU + a pointwise projection to ``c`` times the encoder's
+    ``head_size`` per frame. Parts are chosen by :class:`MultiHeadConfig`.
+    """
+
+    def __init__(self, config: MultiHeadConfig | dict | None = None):
+        super().__init__()
+        if config is None:
+            config = MultiHeadConfig()
+        elif isinstance(config, dict):
+            config = MultiHeadConfig.from_dict(config)
+        self.config = config
+        self.max_speakers = config.max_speakers
+        self.count_offset = 0 if config.count_no_speech else 1
+        self.has_count_head = True
+        self.count_method = config.count_method
+        self.power_threshold = config.power_threshold
+        self.sample_rate = config.sample_rate
+        self.encoder = build_encoder(config.encoder)
+        self.trunk = build_trunk(config.trunk, self.encoder.feature_size)
+        width = self.trunk.output_size
+        self.heads = nn.ModuleDict({
+            str(c): nn.Sequential(nn.PReLU(), nn.Linear(width, c * self.encoder.head_size))
+            for c in range(1, config.max_speakers + 1)})
+        self.counter = build_counter(config.counter, self.n_count_classes, width, config.sample_rate)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "MultiHeadSeparator":
+        return cls(MultiHeadConfig.from_dict(config))
+
+    @property
+    def hop(self) -> int:
+        """Samples per encoder frame (long-file windows are aligned to it)."""
+        return int(self.encoder.hop)
+
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict) -> dict:
+        """A state dict of any earlier layout in this class's layout (``init_from`` uses it)."""
+        return upgrade_svoice_state_dict(state_dict)
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def _scale(self, mix: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """``(B, 1)`` RMS of each item over its valid samples (1 without ``normalize_input``)."""
+        if not self.config.normalize_input:
+            return mix.new_ones(mix.shape[0], 1)
+        if lengths is None:
+            power = mix.pow(2).mean(-1, keepdim=True)
+        else:
+            power = mix.pow(2).sum(-1, keepdim=True) / lengths.to(mix.device).clamp_min(1)[:, None].to(mix.dtype)
+        return power.sqrt().clamp_min(1e-5)
+
+    def _decode(self, features: torch.Tensor, context, n_speakers: int, length: int,
+                scale: torch.Tensor) -> torch.Tensor:
+        """Head ``n_speakers`` on ``(B, F, W)`` trunk features -> ``(B, n_speakers, length)``."""
+        batch, n_frames, _ = features.shape
+        out = self.heads[str(n_speakers)](features).view(batch, n_frames, n_speakers, self.encoder.head_size)
+        return self.encoder.decode(out, context, length) * scale.unsqueeze(-1)
+
+    def _frame_mask(self, lengths: torch.Tensor | None, n_frames: int, mix: torch.Tensor) -> torch.Tensor | None:
+        if lengths is None:
+            return None
+        frame_lengths = self.encoder.frame_lengths(lengths.to(mix.device), n_frames)
+        return (torch.arange(n_frames, device=mix.device) < frame_lengths[:, None]).to(mix.dtype)
+
+    def _encode(self, mix: torch.Tensor, lengths: torch.Tensor | None, all_blocks: bool):
+        scale = self._scale(mix, lengths)
+        frames, context = self.encoder.encode(mix / scale)
+        return self.trunk(frames, all_blocks=all_blocks), context, scale
+
+    def count_logits(self, mix: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T) -> (B, n_count_classes)``: the counter alone (the trunk runs only if the counter
+        reads it). What the ``counting`` task trains."""
+        if mix.dim() != 2:
+            raise ValueError(f"expected mix (B, T), got shape {tuple(mix.shape)}")
+        if not self.counter.needs_trunk:
+            return self.counter(mix / self._scale(mix, lengths), lengths, None, None)
+        features, _, _ = self._encode(mix, lengths, all_blocks=False)
+        feat = features[-1]
+        return self.counter(mix, lengths, feat, self._frame_mask(lengths, feat.shape[1], mix))
+
+    # -- training contract -----------------------------------------------------------------------
+    def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None = None,
+                heads: Iterable[int] | None = None, all_blocks: bool | None = None) -> SeparationOutput:
+        """Run the trunk, the requested heads and the counter.
+
+        Args:
+            mix: ``(B, T)`` mixtures.
+            lengths: ``(B,)`` valid samples per item (padding is excluded from count pooling and
+                from the input scale).
+            heads: talker counts whose decoder heads to run (default: all ``1..max_speakers``).
+            all_blocks: outputs after every trunk block (default: ``self.training``).
+
+        Returns:
+            :class:`SeparationOutput` with one :class:`BlockOutput` per returned block.
+        """
+        if mix.dim() != 2:
+            raise ValueError(f"expected mix (B, T), got shape {tuple(mix.shape)}")
+        heads = tuple(range(1, self.max_speakers + 1)) if heads is None else tuple(heads)
+        for c in heads:
+            if not 1 <= c <= self.max_speakers:
+                raise ValueError(f"no head for {c} talkers (heads are 1..{self.max_speakers})")
+        if all_blocks is None:
+            all_blocks = self.training
+        length = mix.shape[-1]
+        features, context, scale = self._encode(mix, lengths, all_blocks)
+        frame_mask = self._frame_mask(lengths, features[0].shape[1], mix)
+        shared_logits = None if self.counter.needs_trunk else self.counter(mix / scale, lengths, None, None)
+        blocks = [
+            BlockOutput(est_sources={c: self._decode(feat, context, c, length, scale) for c in heads},
+                        count_logits=self.counter(mix, lengths, feat, frame_mask) if shared_logits is None
+                        else shared_logits)
+            for feat in features
+        ]
+        return SeparationOutput(blocks=blocks)
+
+    # -- inference -------------------------------------------------------------------------------
+    def _separate_batch(self, mix: torch.Tensor, counts: list[int] | None
+                        ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        length = mix.shape[-1]
+        features, context, scale = self._encode(mix, None, all_blocks=False)  # the trunk runs once
+        features = features[0]
+        if self._effective_count_method() == "head":
+            logits = (self.counter(mix, None, features, None) if self.counter.needs_trunk
+                      else self.counter(mix / scale, None, None, None))
+            probs = mix.new_zeros(mix.shape[0], self.max_speakers + 1)
+            probs[:, self.count_offset:] = logits.softmax(dim=-1)
+        else:
+            probs = self._probabilities_from_power(self._decode(features, context, self.max_speakers, length, scale))
+        if counts is None:
+            counts = [int(k) for k in probs.argmax(dim=-1)]
+        results: list[torch.Tensor | None] = [None] * mix.shape[0]
+        for k in sorted(set(counts)):
+            idx = [i for i, c in enumerate(counts) if c == k]
+            if k == 0:
+                for i in idx:
+                    results[i] = mix.new_zeros(0, length)
+                continue
+            ctx = context[idx] if context is not None else None
+            est = self._decode(features[idx], ctx, k, length, scale[idx])
+            for j, i in enumerate(idx):
+                results[i] = est[j]
+        return results, probs  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def count_probabilities(self, wav: torch.Tensor) -> torch.Tensor:
+        """Probability of each talker count, ``(B, max_speakers + 1)`` (see the base class); the
+        ``crnn`` counter runs without the trunk."""
+        mix, squeeze = _as_batch(wav)
+        if self._effective_count_method() != "head":
+            return super().count_probabilities(wav)
+        was_training = self.training
+        self.eval()
+        try:
+            probs = mix.new_zeros(mix.shape[0], self.max_speakers + 1)
+            probs[:, self.count_offset:] = self.count_logits(mix).softmax(dim=-1)
+        finally:
+            self.train(was_training)
+        return probs[0] if squeeze else probs
+
+
+# ----------------------------------------------------------------------------------------------
+# The SVoice-layout model of earlier checkpoints ("svoice_multihead")
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class MulCatSeparatorConfig:
-    """Sizes of :class:`MulCatSeparator` (paper symbols from SVoice in brackets).
+    """Sizes of :class:`MulCatSeparator`, the conv-encoder + MulCat-trunk composition with the
+    flat config of ``svoice_multihead`` checkpoints (paper symbols from SVoice in brackets).
 
     Attributes:
         max_speakers: largest talker count; one decoder head per count 1..max_speakers [C].
@@ -263,18 +485,23 @@ class MulCatSeparatorConfig:
             self.stride = self.kernel_size // 2
         if self.max_speakers < 1:
             raise ValueError(f"max_speakers must be >= 1, got {self.max_speakers}")
-        if self.n_filters % self.decoder_frame_length:
-            raise ValueError(f"n_filters ({self.n_filters}) must be a multiple of decoder_frame_length "
-                             f"({self.decoder_frame_length})")
-        if not 1 <= self.stride <= self.decoder_frame_length:
-            raise ValueError(f"stride ({self.stride}) must be in 1..decoder_frame_length "
-                             f"({self.decoder_frame_length}) so decoded frames cover the signal")
         if self.chunk_size < 2 or self.chunk_size % 2:
             raise ValueError(f"chunk_size must be even and >= 2 (50 % overlap), got {self.chunk_size}")
 
     @classmethod
     def from_dict(cls, config: dict) -> "MulCatSeparatorConfig":
         return config_from_dict(cls, config, "MulCatSeparator")
+
+    def composed(self) -> MultiHeadConfig:
+        """The same model as a :class:`MultiHeadConfig`."""
+        return MultiHeadConfig(
+            max_speakers=self.max_speakers,
+            encoder={"type": "conv", "n_filters": self.n_filters, "kernel_size": self.kernel_size,
+                     "stride": self.stride, "decoder_frame_length": self.decoder_frame_length},
+            trunk={"type": "mulcat", "feature_size": None, "hidden_size": self.hidden_size,
+                   "chunk_size": self.chunk_size, "n_blocks": self.n_blocks, "bidirectional": self.bidirectional},
+            counter={"type": "head", "hidden_size": self.count_hidden_size},
+            count_no_speech=self.count_no_speech, normalize_input=False, sample_rate=self.sample_rate)
 
 
 #: CPU-sized config: stride 8 halves the frame rate, small features and hidden size, 4 blocks
@@ -284,232 +511,51 @@ CPU_CONFIG = dict(n_filters=64, kernel_size=16, stride=8, decoder_frame_length=1
 PAPER_CONFIG = dict(n_filters=128, kernel_size=8, stride=4, decoder_frame_length=16, hidden_size=128,
                     chunk_size=126, n_blocks=6)
 
-
-class MulCatBlock(nn.Module):
-    """SVoice's MulCat unit on sequences ``(batch, seq, features)``.
-
-    ``y = Linear(2N -> N)([Linear(LSTM_value(x)) * Linear(LSTM_gate(x)), x])``.
-    """
-
-    def __init__(self, feature_size: int, hidden_size: int, bidirectional: bool = True):
-        super().__init__()
-        directions = 2 if bidirectional else 1
-        self.value_rnn = nn.LSTM(feature_size, hidden_size, batch_first=True, bidirectional=bidirectional)
-        self.value_proj = nn.Linear(hidden_size * directions, feature_size)
-        self.gate_rnn = nn.LSTM(feature_size, hidden_size, batch_first=True, bidirectional=bidirectional)
-        self.gate_proj = nn.Linear(hidden_size * directions, feature_size)
-        self.output_proj = nn.Linear(2 * feature_size, feature_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value = self.value_proj(self.value_rnn(x)[0])
-        gate = self.gate_proj(self.gate_rnn(x)[0])
-        return self.output_proj(torch.cat([value * gate, x], dim=-1))
+#: state-dict key prefixes of the SVoice-layout checkpoints -> the composed layout
+_SVOICE_KEYS = (("blocks.", "trunk.blocks."), ("count_proj.", "counter.proj."),
+                ("count_classifier.", "counter.classifier."))
 
 
-class GlobalLayerNorm(nn.Module):
-    """Normalise over all but the batch axis, per-feature gain and bias (gLN, channel-last)."""
-
-    def __init__(self, feature_size: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(feature_size))
-        self.bias = nn.Parameter(torch.zeros(feature_size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[1:], eps=1e-8) * self.weight + self.bias
-
-
-class DualPathBlock(nn.Module):
-    """Intra-chunk MulCat then inter-chunk MulCat, each normalised and added to its input."""
-
-    def __init__(self, feature_size: int, hidden_size: int, bidirectional: bool = True):
-        super().__init__()
-        self.intra_chunk = MulCatBlock(feature_size, hidden_size, bidirectional)
-        self.intra_norm = GlobalLayerNorm(feature_size)
-        self.inter_chunk = MulCatBlock(feature_size, hidden_size, bidirectional)
-        self.inter_norm = GlobalLayerNorm(feature_size)
-
-    def forward(self, chunks: torch.Tensor) -> torch.Tensor:
-        """``chunks (B, n_chunks, chunk_size, N) -> same shape``."""
-        batch, n_chunks, chunk_size, features = chunks.shape
-        intra = self.intra_chunk(chunks.reshape(batch * n_chunks, chunk_size, features))
-        chunks = chunks + self.intra_norm(intra.view(batch, n_chunks, chunk_size, features))
-        across = chunks.transpose(1, 2).reshape(batch * chunk_size, n_chunks, features)
-        inter = self.inter_chunk(across).view(batch, chunk_size, n_chunks, features).transpose(1, 2)
-        return chunks + self.inter_norm(inter)
-
-
-def split_chunks(frames: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """Cut ``(B, F, N)`` into 50 %-overlapping chunks ``(B, n_chunks, chunk_size, N)``.
-
-    The sequence is padded by ``hop = chunk_size // 2`` in front and enough at the end that every
-    frame lies in exactly two chunks (undone by :func:`merge_chunks`).
-    """
-    batch, n_frames, features = frames.shape
-    hop = chunk_size // 2
-    tail = hop + (-n_frames) % hop
-    padded = F.pad(frames, (0, 0, hop, tail))
-    return padded.unfold(1, chunk_size, hop).transpose(2, 3)  # (B, n_chunks, chunk_size, N)
-
-
-def merge_chunks(chunks: torch.Tensor, n_frames: int) -> torch.Tensor:
-    """Overlap-add chunks from :func:`split_chunks` back to ``(B, n_frames, N)`` (mean of the two)."""
-    batch, n_chunks, chunk_size, features = chunks.shape
-    hop = chunk_size // 2
-    padded_len = (n_chunks - 1) * hop + chunk_size
-    columns = chunks.permute(0, 3, 2, 1).reshape(batch, features * chunk_size, n_chunks)
-    merged = F.fold(columns, (1, padded_len), kernel_size=(1, chunk_size), stride=(1, hop))
-    merged = merged.view(batch, features, padded_len)[:, :, hop:hop + n_frames]
-    return merged.transpose(1, 2) * 0.5
-
-
-def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
-    """``(B, n_frames, frame_length) -> (B, (n_frames - 1) * hop + frame_length)`` by overlap-add."""
-    batch, n_frames, frame_length = frames.shape
-    out_len = (n_frames - 1) * hop + frame_length
-    out = F.fold(frames.transpose(1, 2), (1, out_len), kernel_size=(1, frame_length), stride=(1, hop))
-    return out.view(batch, out_len)
+def upgrade_svoice_state_dict(state_dict: dict) -> dict:
+    """Rename the keys of an SVoice-layout (``svoice_multihead``, voxsep <= 0.1 stop 8) state dict to
+    the composed layout; keys already in the composed layout are kept."""
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in _SVOICE_KEYS:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
 
 
 @register_model("svoice_multihead")
-class MulCatSeparator(SeparationModel):
-    """Shared dual-path MulCat trunk, one decoder head per talker count, a count head.
-
-    See the module docstring for the papers. Build with a :class:`MulCatSeparatorConfig` or a
-    plain dict of its fields.
-    """
+class MulCatSeparator(MultiHeadSeparator):
+    """Conv encoder, MulCat dual-path trunk (SVoice, arXiv:2003.01531), heads and a trunk count
+    head, configured by the flat :class:`MulCatSeparatorConfig`. Loads checkpoints of the
+    SVoice-layout model (their keys are renamed on load: :func:`upgrade_svoice_state_dict`)."""
 
     def __init__(self, config: MulCatSeparatorConfig | dict | None = None):
-        super().__init__()
         if config is None:
             config = MulCatSeparatorConfig()
         elif isinstance(config, dict):
             config = MulCatSeparatorConfig.from_dict(config)
-        self.config = config
-        self.max_speakers = config.max_speakers
-        self.count_offset = 0 if config.count_no_speech else 1
-        self.has_count_head = True
-        self.sample_rate = config.sample_rate
-        n = config.n_filters
-        self.encoder = nn.Conv1d(1, n, config.kernel_size, stride=config.stride, bias=False)
-        self.blocks = nn.ModuleList(
-            DualPathBlock(n, config.hidden_size, config.bidirectional) for _ in range(config.n_blocks))
-        # one head per count c, applied after every block: PReLU + pointwise projection to c * N
-        self.heads = nn.ModuleDict({
-            str(c): nn.Sequential(nn.PReLU(), nn.Linear(n, c * n)) for c in range(1, config.max_speakers + 1)})
-        self.count_proj = nn.Sequential(nn.PReLU(), nn.Linear(n, config.count_hidden_size), nn.ReLU())
-        self.count_classifier = nn.Linear(config.count_hidden_size, self.n_count_classes)
+        super().__init__(config.composed())
+        self.flat_config = config
+        self._register_load_state_dict_pre_hook(self._upgrade_keys)
 
     @classmethod
     def from_config(cls, config: dict) -> "MulCatSeparator":
-        """Build from a plain dict of :class:`MulCatSeparatorConfig` fields (checkpoints)."""
         return cls(MulCatSeparatorConfig.from_dict(config))
 
-    # -- pieces ---------------------------------------------------------------------------------
-    def _encode(self, mix: torch.Tensor) -> torch.Tensor:
-        """``(B, T) -> (B, n_frames, N)``; the end is zero-padded to whole frames."""
-        cfg = self.config
-        length = mix.shape[-1]
-        n_frames = max(1, -(-(length - cfg.kernel_size) // cfg.stride) + 1)
-        padded = F.pad(mix, (0, (n_frames - 1) * cfg.stride + cfg.kernel_size - length))
-        return F.relu(self.encoder(padded.unsqueeze(1))).transpose(1, 2)
+    def get_config(self) -> dict:
+        return asdict(self.flat_config)
 
-    def _frame_lengths(self, lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
-        cfg = self.config
-        frames = torch.div(lengths - cfg.kernel_size + cfg.stride - 1, cfg.stride, rounding_mode="floor") + 1
-        return frames.clamp(1, n_frames)
-
-    def _decode(self, features: torch.Tensor, n_speakers: int, length: int) -> torch.Tensor:
-        """Head ``n_speakers`` on ``(B, F, N)`` features -> ``(B, n_speakers, length)``."""
-        cfg = self.config
-        batch, n_frames, n = features.shape
-        per_source = self.heads[str(n_speakers)](features).view(batch, n_frames, n_speakers, n)
-        # parameter-free decoder: average groups of features into frame samples, overlap-add
-        samples = per_source.view(batch, n_frames, n_speakers, cfg.decoder_frame_length, -1).mean(-1)
-        samples = samples.transpose(1, 2).reshape(batch * n_speakers, n_frames, cfg.decoder_frame_length)
-        wav = overlap_add(samples, cfg.stride).view(batch, n_speakers, -1)
-        if wav.shape[-1] < length:
-            wav = F.pad(wav, (0, length - wav.shape[-1]))
-        return wav[..., :length]
-
-    def _count_logits(self, features: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
-        hidden = self.count_proj(features)  # (B, F, H_count)
-        if frame_mask is None:
-            pooled = hidden.mean(dim=1)
-        else:
-            pooled = (hidden * frame_mask.unsqueeze(-1)).sum(1) / frame_mask.sum(1, keepdim=True).clamp_min(1)
-        return self.count_classifier(pooled)
-
-    def trunk(self, mix: torch.Tensor, all_blocks: bool = False) -> list[torch.Tensor]:
-        """Encoder + dual-path blocks: ``(B, T) ->`` list of ``(B, n_frames, N)`` features, one per
-        block (only the last unless ``all_blocks``; the encoder output when ``n_blocks == 0``)."""
-        frames = self._encode(mix)
-        if not self.blocks:
-            return [frames]
-        n_frames = frames.shape[1]
-        chunks = split_chunks(frames, self.config.chunk_size)
-        outputs = []
-        for i, block in enumerate(self.blocks):
-            chunks = block(chunks)
-            if all_blocks or i == len(self.blocks) - 1:
-                outputs.append(merge_chunks(chunks, n_frames))
-        return outputs
-
-    # -- training contract -----------------------------------------------------------------------
-    def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None = None,
-                heads: Iterable[int] | None = None, all_blocks: bool | None = None) -> SeparationOutput:
-        """Run the trunk and the requested heads.
-
-        Args:
-            mix: ``(B, T)`` mixtures.
-            lengths: ``(B,)`` valid samples per item (padding is excluded from count pooling).
-            heads: talker counts whose decoder heads to run (default: all ``1..max_speakers``).
-            all_blocks: outputs after every block (default: ``self.training``).
-
-        Returns:
-            :class:`SeparationOutput` with one :class:`BlockOutput` per returned block.
-        """
-        if mix.dim() != 2:
-            raise ValueError(f"expected mix (B, T), got shape {tuple(mix.shape)}")
-        heads = tuple(range(1, self.max_speakers + 1)) if heads is None else tuple(heads)
-        for c in heads:
-            if not 1 <= c <= self.max_speakers:
-                raise ValueError(f"no head for {c} talkers (heads are 1..{self.max_speakers})")
-        if all_blocks is None:
-            all_blocks = self.training
-        length = mix.shape[-1]
-        features = self.trunk(mix, all_blocks=all_blocks)
-        frame_mask = None
-        if lengths is not None:
-            n_frames = features[0].shape[1]
-            frame_lengths = self._frame_lengths(lengths.to(mix.device), n_frames)
-            frame_mask = (torch.arange(n_frames, device=mix.device) < frame_lengths[:, None]).to(mix.dtype)
-        blocks = [
-            BlockOutput(est_sources={c: self._decode(feat, c, length) for c in heads},
-                        count_logits=self._count_logits(feat, frame_mask))
-            for feat in features
-        ]
-        return SeparationOutput(blocks=blocks)
-
-    # -- inference -------------------------------------------------------------------------------
-    def _separate_batch(self, mix: torch.Tensor, counts: list[int] | None
-                        ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        length = mix.shape[-1]
-        features = self.trunk(mix)[0]  # the trunk runs once
-        if self._effective_count_method() == "head":
-            probs = mix.new_zeros(mix.shape[0], self.max_speakers + 1)
-            probs[:, self.count_offset:] = self._count_logits(features, None).softmax(dim=-1)
-        else:
-            probs = self._probabilities_from_power(self._decode(features, self.max_speakers, length))
-        if counts is None:
-            counts = [int(k) for k in probs.argmax(dim=-1)]
-        results: list[torch.Tensor | None] = [None] * mix.shape[0]
-        for k in sorted(set(counts)):
-            idx = [i for i, c in enumerate(counts) if c == k]
-            if k == 0:
-                for i in idx:
-                    results[i] = mix.new_zeros(0, length)
-                continue
-            est = self._decode(features[idx], k, length)
-            for j, i in enumerate(idx):
-                results[i] = est[j]
-        return results, probs  # type: ignore[return-value]
+    @staticmethod
+    def _upgrade_keys(state_dict, prefix, *args):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            for old, new in _SVOICE_KEYS:
+                if rest.startswith(old):
+                    state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
+                    break

@@ -271,7 +271,7 @@ def test_bad_input_file_fails_cleanly(kind, check, corpus, tmp_path, capsys):
         # header checks only: a file that passes them fails when its mixture is made
         (tree / "goodspk" / "ch").mkdir(parents=True)
         shutil.copy(utts[0].path, tree / "goodspk" / "ch" / utts[0].path.name)
-        args = ["--speakers", "2", "--n-mixtures", "1", "--splits", "tr"]
+        args = ["--speakers", "2", "--n-mixtures", "1", "--splits", "tr", "--split-fractions", "1,0,0"]
     bad = _bad_file(kind, tree / "badspk" / "ch", utts[0].path)
     out = tmp_path / "out"
     capsys.readouterr()

@@ -60,8 +60,8 @@ def parse_n_mixtures(text: str, splits: list[str]) -> dict[str, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speech", required=True, metavar="MANIFEST|DIR",
-                        help="utterance manifest (jsonl), a corpus folder with manifest_*.jsonl, "
-                             "a LibriSpeech-style folder (speaker/chapter/*.flac) or any folder of "
+                        help="utterance table (CSV: path, speaker, ...), manifest (jsonl), a corpus "
+                             "folder with manifest_*.jsonl, a LibriSpeech-style folder (speaker/chapter/*.flac) or any folder of "
                              "single-talker files (with --speaker-rule)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
     parser.add_argument("--speakers", default="1-5", help="talker counts, e.g. 1-5 or 2,3,10 (default 1-5)")
@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="for folders: regex on the relative path whose first group is the speaker")
     parser.add_argument("--splits", default="tr,cv,tt", help="splits to make (default tr,cv,tt)")
     parser.add_argument("--split-fractions", default="0.8,0.1,0.1",
-                        help="for folders: shares of the speakers per split (default 0.8,0.1,0.1)")
+                        help="shares of the speakers in train,valid,test for inputs that name no split "
+                             "(folders, tables without a split column); the split of a speaker does "
+                             "not depend on --splits (default 0.8,0.1,0.1)")
     parser.add_argument("--format", choices=["float", "pcm16"], default="float",
                         help="wav sample format: float (exact sums, default) or pcm16")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -98,9 +100,8 @@ def run(args: argparse.Namespace) -> int:
         fractions = [float(x) for x in args.split_fractions.split(",")]
     except ValueError:
         raise VoxsepError(f"--split-fractions: cannot read {args.split_fractions!r}") from None
-    if len(fractions) == 3 and len(splits) != 3:
-        order = ("tr", "cv", "tt")
-        fractions = [fractions[order.index(s)] for s in splits]
+    if len(fractions) != 3:
+        raise VoxsepError(f"--split-fractions: give 3 shares (train, valid, test), got {args.split_fractions!r}")
     cfg = MixConfig(
         speech=args.speech, out=args.out, speakers=parse_counts(args.speakers),
         n_mixtures=parse_n_mixtures(args.n_mixtures, splits), sample_rate=args.sample_rate,

@@ -1,0 +1,133 @@
+"""Count estimators of the composed multi-head separator.
+
+* ``head``: Multi-Decoder DPRNN's count head (Zhu, Yeh, Hasegawa-Johnson, ICASSP 2021,
+  arXiv:2011.12022) on the trunk's features: PReLU + linear + ReLU per frame, mean over the valid
+  frames, linear classifier.
+* ``crnn``: a dedicated counter on log-mel features in the line of CountNet (Stoeter, Chakrabarty,
+  Edler, Habets, 2018, arXiv:1712.04555): convolution blocks over (frequency, time), a BLSTM over
+  time, mean pooling over valid frames, a classifier. It does not need the trunk, so it trains on
+  far more mixtures per CPU-minute than separation (``task: counting``) and counts whatever the
+  separator's quality.
+
+Every counter maps to ``count_logits (B, n_classes)``. Contract: ``needs_trunk`` says whether
+``forward`` uses the trunk's features; ``forward(mix, lengths, features, frame_mask)``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import torch
+import torchaudio
+from torch import nn
+
+from engine.checkpoint import config_from_dict
+from frontend.errors import VoxsepError
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over frames of ``x (B, F, D)``, only where ``mask (B, F)`` is 1 (all frames when None)."""
+    if mask is None:
+        return x.mean(dim=1)
+    return (x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+
+
+class TrunkCountHead(nn.Module):
+    """Count head on the trunk's features (the SVoice-layout model's ``count_proj`` +
+    ``count_classifier``)."""
+
+    needs_trunk = True
+
+    @dataclass
+    class Config:
+        hidden_size: int = 128
+
+    def __init__(self, config: "TrunkCountHead.Config", n_classes: int, feature_size: int, sample_rate: int):
+        super().__init__()
+        self.config = config
+        self.proj = nn.Sequential(nn.PReLU(), nn.Linear(feature_size, config.hidden_size), nn.ReLU())
+        self.classifier = nn.Linear(config.hidden_size, n_classes)
+
+    def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor,
+                frame_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.classifier(masked_mean(self.proj(features), frame_mask))
+
+
+class CountCRNN(nn.Module):
+    """CountNet-style CRNN on the mixture's log-mel spectrogram.
+
+    The log-mel frames are normalised per item (mean and variance over valid frames, per band), so
+    the count does not depend on the recording's level. Conv blocks (3x3 conv, batch norm, ReLU,
+    max-pool over frequency only, so the time resolution stays), then a BLSTM and masked mean
+    pooling.
+    """
+
+    needs_trunk = False
+
+    @dataclass
+    class Config:
+        n_mels: int = 64
+        n_fft: int = 512
+        hop_length: int = 128
+        channels: tuple[int, ...] | list[int] = (32, 64, 64)
+        hidden_size: int = 128
+
+    def __init__(self, config: "CountCRNN.Config", n_classes: int, feature_size: int, sample_rate: int):
+        super().__init__()
+        self.config = config
+        self.hop = config.hop_length
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels,
+            power=2.0, center=True)
+        layers: list[nn.Module] = []
+        c_in, bands = 1, config.n_mels
+        for c_out in config.channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                       nn.MaxPool2d((2, 1))]
+            c_in, bands = c_out, bands // 2
+        if bands < 1:
+            raise ValueError(f"{len(config.channels)} pooling blocks leave no band of {config.n_mels} mels")
+        self.conv = nn.Sequential(*layers)
+        self.rnn = nn.LSTM(c_in * bands, config.hidden_size, batch_first=True, bidirectional=True)
+        self.classifier = nn.Linear(2 * config.hidden_size, n_classes)
+
+    def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor | None = None,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        logmel = torch.log(self.mel(mix.float()) + 1e-8)  # (B, n_mels, N)
+        n_frames = logmel.shape[-1]
+        if lengths is None:
+            mask = None
+        else:
+            valid = (torch.div(lengths.to(mix.device), self.hop, rounding_mode="floor") + 1).clamp(1, n_frames)
+            mask = (torch.arange(n_frames, device=mix.device) < valid[:, None]).to(logmel.dtype)
+        m = mask.unsqueeze(1) if mask is not None else torch.ones_like(logmel[:, :1])
+        count = m.sum(-1, keepdim=True).clamp_min(1)
+        mean = (logmel * m).sum(-1, keepdim=True) / count
+        std = (((logmel - mean) * m).pow(2).sum(-1, keepdim=True) / count).sqrt().clamp_min(1e-3)
+        x = ((logmel - mean) / std * m).unsqueeze(1)  # (B, 1, n_mels, N)
+        x = self.conv(x)  # (B, C, bands, N)
+        x = x.flatten(1, 2).transpose(1, 2)  # (B, N, C * bands)
+        return self.classifier(masked_mean(self.rnn(x)[0], mask))
+
+
+COUNTERS: dict[str, type] = {"head": TrunkCountHead, "crnn": CountCRNN}
+
+
+def counter_config(config: Mapping[str, Any]) -> dict:
+    """A counter spec ``{type: NAME, **sizes}`` with every default filled in."""
+    config = dict(config)
+    name = config.pop("type", None)
+    if name not in COUNTERS:
+        raise VoxsepError(f"unknown counter {name!r} (known counters: {', '.join(sorted(COUNTERS))})")
+    try:
+        sizes = config_from_dict(COUNTERS[name].Config, config, f"counter {name}")
+    except TypeError as err:
+        raise VoxsepError(str(err)) from None
+    out = {"type": name, **asdict(sizes)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def build_counter(config: Mapping[str, Any], n_classes: int, feature_size: int, sample_rate: int) -> nn.Module:
+    full = counter_config(config)
+    cls = COUNTERS[full.pop("type")]
+    return cls(cls.Config(**full), n_classes, feature_size, sample_rate)
