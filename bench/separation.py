@@ -19,6 +19,10 @@ config (forward on the heads present + multi-scale PIT/count loss + backward + A
 paper config on request (``--train-models ours_cpu,ours_paper``: it needs about 17 GB of RAM at
 batch 4 x 4 s on the CPU, so lower ``--train-batch`` on small machines).
 
+Part ``budget``: quality per CPU-minute (:mod:`bench.budget`): every candidate trunk trained with
+the same CPU budget on the same real-speech mixtures, evaluated on a fixed validation set every few
+CPU-minutes; a table and a plot of validation SI-SNRi against CPU-minutes.
+
 Usage::
 
     python -m bench.separation                        # everything (the 60 min file takes a while)
@@ -42,10 +46,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.budget import CANDIDATES, DEFAULT_CANDIDATES, run_budget
+from bench.budget import plot as budget_plot
+from bench.budget import table as budget_table
 from frontend import atomic_output
 
 SR = 8000
-PARTS = ("rtf", "long", "train")
+PARTS = ("rtf", "long", "train", "budget")
+#: parts run when --parts is not given (the budget study takes hours and needs speech data)
+DEFAULT_PARTS = ("rtf", "long", "train")
 
 
 def speech_like(n: int, rng: np.random.Generator, n_talkers: int = 2) -> np.ndarray:
@@ -209,7 +218,8 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voxsep bench separation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                        help=f"comma list of {', '.join(PARTS)} (default {','.join(DEFAULT_PARTS)})")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length for the RTF (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds for the RTF (default 5)")
@@ -221,6 +231,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="models for the training part: ours_cpu, ours_paper (the paper config needs "
                              "about 17 GB of RAM at batch 4 x 4 s; default ours_cpu)")
     parser.add_argument("--train-batch", type=int, default=4, help="training batch size (default 4)")
+    parser.add_argument("--budget-speech", default=None, metavar="TABLE|DIR",
+                        help="budget part: single-talker speech (e.g. DATA/speech/manifest.csv)")
+    parser.add_argument("--budget-valid", default=None, metavar="MANIFEST",
+                        help="budget part: fixed validation mixtures (manifest jsonl of voxsep mix)")
+    parser.add_argument("--budget-minutes", type=float, default=12.0, help="budget part: CPU-minutes each (default 12)")
+    parser.add_argument("--budget-eval-every", type=float, default=3.0,
+                        help="budget part: CPU-minutes between evaluations (default 3)")
+    parser.add_argument("--budget-candidates", default=",".join(DEFAULT_CANDIDATES),
+                        help=f"budget part: candidates (default {','.join(DEFAULT_CANDIDATES)}; "
+                             f"known: {', '.join(CANDIDATES)})")
+    parser.add_argument("--budget-jobs", type=int, default=1, help="budget part: candidates at once (default 1)")
+    parser.add_argument("--budget-plot", default="bench_results/budget.png", help="budget part: plot")
     parser.add_argument("--out", default="bench_results/separation.json", help="JSON output")
     parser.add_argument("--long-worker", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -246,6 +268,21 @@ def main(argv: list[str] | None = None) -> int:
         result["train"] = rows
         print(f"\nTraining throughput (4 s mixtures of 1-5 talkers, batch {args.train_batch})\n" + _table(rows),
               flush=True)
+    if "budget" in parts:
+        if not (args.budget_speech and args.budget_valid):
+            parser.error("the budget part needs --budget-speech and --budget-valid")
+        names = [c.strip() for c in args.budget_candidates.split(",") if c.strip()]
+        bad = set(names) - set(CANDIDATES)
+        if bad:
+            parser.error(f"unknown budget candidate(s) {sorted(bad)}; known: {', '.join(CANDIDATES)}")
+        rows = run_budget(names, args.budget_speech, args.budget_valid, args.budget_minutes,
+                          args.budget_eval_every, jobs=args.budget_jobs)
+        result["budget"] = {"minutes": args.budget_minutes, "eval_every": args.budget_eval_every,
+                            "candidates": {n: CANDIDATES[n] for n in names}, "rows": rows}
+        Path(args.budget_plot).parent.mkdir(parents=True, exist_ok=True)
+        budget_plot(rows, args.budget_plot)
+        print(f"\nQuality per CPU-minute ({args.budget_minutes:g} CPU-minutes each, 1 thread)\n"
+              + budget_table(rows) + f"\n\nplot: {args.budget_plot}", flush=True)
     if "long" in parts:
         minutes = [float(m) for m in args.long_minutes.split(",") if m.strip()]
         long_threads = args.long_threads or args.threads

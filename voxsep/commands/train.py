@@ -16,6 +16,7 @@ from voxsep.extras import extra_message, extra_of_import_error, require_extra
 #: Task name -> the module that registers it (imported lazily).
 TASK_MODULES = {
     "separation": "separation.task",
+    "counting": "separation.task",
     "enhancement": "generation.task",
     "vocoder": "generation.task",
 }
