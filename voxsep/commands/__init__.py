@@ -15,6 +15,7 @@ COMMANDS = {
     "mix": "make wsj0-mix / LibriMix style mixtures of 1..C talkers",
     "train": "train a model from a recipe config (separation, enhancement, vocoder)",
     "evaluate": "evaluate models or estimates on a mixture dataset",
+    "export": "one deployable separation checkpoint (separator + separately trained counter)",
     "demo": "end-to-end demo on bundled examples and models",
     "serve": "a local web page to separate recordings (upload, count, listen, download)",
     "bench": "speed and memory benchmarks",

@@ -1,0 +1,76 @@
+"""voxsep export: a separator plus a separately trained counter in one portable checkpoint."""
+from __future__ import annotations
+
+import torch
+
+from engine.checkpoint import build_model, load_checkpoint, save_checkpoint
+from separation import model as _separation_model  # noqa: F401  (registers "multihead")
+from frontend import save_audio
+from voxsep.cli import main
+from voxsep.export import portable, portable_path
+
+SR = 8000
+SEPARATOR = {"max_speakers": 3, "encoder": {"type": "stft", "n_fft": 64, "hop_length": 16},
+             "trunk": {"type": "blstm", "hidden_size": 8, "n_layers": 1}, "counter": {"type": "head"},
+             "sample_rate": SR}
+COUNTER = {**SEPARATOR, "trunk": {"type": "blstm", "hidden_size": 4, "n_layers": 1},
+           "counter": {"type": "crnn", "n_mels": 16, "n_fft": 128, "hop_length": 32, "channels": [4, 4],
+                       "hidden_size": 8}}
+
+
+def _save(path, config, seed, train_config=None):
+    torch.manual_seed(seed)
+    model = build_model("multihead", config)
+    save_checkpoint(path, task="separation", model_name="multihead", model_config=model.get_config(),
+                    sample_rate=SR, model=model, train_config=train_config or {}, step=seed)
+    return model
+
+
+def test_export_merges_the_counter_and_makes_paths_portable(tmp_path, capsys):
+    train_config = {"run_dir": "runs/real_separation/r01", "data": {"train": {
+        "utterances": [{"path": "/home/someone/work/shared/speech/manifest.csv", "weight": 1.0}],
+        "augment": {"noise": {"files": "../shared/noise"}}}}, "init_from": ["/tmp/x/runs/a/best.pt"]}
+    separator = _save(tmp_path / "sep.pt", SEPARATOR, 1, train_config)
+    counter = _save(tmp_path / "count.pt", COUNTER, 2)
+    out = tmp_path / "exported.pt"
+    assert main(["export", str(out), "--model", str(tmp_path / "sep.pt"), "--counter", str(tmp_path / "count.pt")]) == 0
+    assert "counter crnn" in capsys.readouterr().out
+    ckpt = load_checkpoint(out)
+    assert ckpt["model_config"]["counter"]["type"] == "crnn" and ckpt["model_config"]["trunk"]["hidden_size"] == 8
+    for key, value in ckpt["state_dict"].items():
+        source = counter if key.startswith("counter.") else separator
+        assert torch.equal(value, source.state_dict()[key]), key
+    text = repr(ckpt["train_config"])
+    assert "/home/" not in text and "/tmp/" not in text and "../" not in text
+    assert ckpt["train_config"]["data"]["train"]["utterances"][0]["path"] == "DATA/speech/manifest.csv"
+    assert ckpt["train_config"]["data"]["train"]["augment"]["noise"]["files"] == "DATA/noise"
+    assert ckpt["train_config"]["run_dir"] == "RUN/real_separation/r01"
+    # the exported model counts with the counter it was given
+    model = build_model("multihead", ckpt["model_config"]).eval()
+    model.load_state_dict(ckpt["state_dict"])
+    counter.eval()
+    wav = torch.randn(4000) * 0.1
+    assert torch.allclose(model.count_probabilities(wav), counter.count_probabilities(wav))
+    save_audio(tmp_path / "mix.wav", wav, SR)
+    assert main(["count", str(tmp_path / "mix.wav"), "--model", str(out)]) == 0
+    assert capsys.readouterr().out.split("\t")[1] == str(int(counter.count_probabilities(wav).argmax()))
+
+
+def test_export_refuses_a_counter_that_does_not_fit(tmp_path, capsys):
+    _save(tmp_path / "sep.pt", SEPARATOR, 1)
+    _save(tmp_path / "count.pt", {**COUNTER, "max_speakers": 5}, 2)
+    out = tmp_path / "exported.pt"
+    assert main(["export", str(out), "--model", str(tmp_path / "sep.pt"), "--counter", str(tmp_path / "count.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its max_speakers is 5, the separator's is 3" in err[0]
+    assert not out.exists()
+
+
+def test_portable_paths():
+    assert portable_path("/work/shared/speech/manifest.csv") == "DATA/speech/manifest.csv"
+    assert portable_path("../shared/noise") == "DATA/noise"
+    assert portable_path("runs/x/best.pt") == "RUN/x/best.pt"
+    assert portable_path("data/real_separation/mixtures/manifest_cv.jsonl") == \
+        "data/real_separation/mixtures/manifest_cv.jsonl"
+    assert portable({"task": "separation", "lr": 1e-3, "manifests": ["/a/b/c.jsonl"]}) == \
+        {"task": "separation", "lr": 1e-3, "manifests": ["DATA/b/c.jsonl"]}
