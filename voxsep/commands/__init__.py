@@ -16,6 +16,7 @@ COMMANDS = {
     "train": "train a model from a recipe config (separation, enhancement, vocoder)",
     "evaluate": "evaluate models or estimates on a mixture dataset",
     "export": "one deployable separation checkpoint (separator + separately trained counter)",
+    "campaign": "record a training run in a campaign log and plot quality against CPU-hours",
     "demo": "end-to-end demo on bundled examples and models",
     "serve": "a local web page to separate recordings (upload, count, listen, download)",
     "bench": "speed and memory benchmarks",

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Count and separate 1-5 real talkers, trained on real read speech.
+#
+# Data (single-talker utterances + ambient noise; give local folders):
+#   SPEECH: a folder or table of real speech with a speaker per file, e.g. DATA/speech (manifest.csv:
+#           path, speaker, corpus, ...). The public sources: speechocean762 (Zhang et al., Interspeech
+#           2021; github.com/jimbozhang/speechocean762, 250 speakers, Apache-2.0) and LibriSpeech
+#           (Panayotov et al., ICASSP 2015; openslr.org/12, CC BY 4.0). With internet, download them
+#           and point SPEECH at the folder (a LibriSpeech tree speaker/chapter/*.flac works as is).
+#   NOISE:  a folder of noise recordings (e.g. DATA/noise, or DEMAND / WHAM! noise).
+#   REAL_EVAL: optional evaluation-only recordings (a table with path, speaker_id, corpus, ...) to
+#           mix into test mixtures; never used for training or checkpoint selection.
+# Speakers are split by the project's rule (frontend.utterances): 9 % of each corpus' speakers are
+# held back for validation (FRACTIONS); the validation mixtures pick checkpoints.
+#
+# Stages: 1 validation mixtures -> 2 train the separator -> 3 train the counter -> 4 export one
+# checkpoint -> 5 evaluate on the validation set (and on REAL_EVAL mixtures if given).
+# Usage (from the repository root):
+#   SPEECH=DATA/speech NOISE=DATA/noise recipes/real_separation/run.sh
+#   STAGE=2 STOP=2 SPEECH=DATA/speech NOISE=DATA/noise recipes/real_separation/run.sh trainer.max_time_minutes=60
+# Hyperparameters live in the YAML files; this script passes only paths. Every stage resumes if re-run.
+set -euo pipefail
+
+SPEECH=${SPEECH:?set SPEECH to a folder or table of single-talker speech}
+NOISE=${NOISE:-}
+REAL_EVAL=${REAL_EVAL:-}
+CONF=${CONF:-recipes/real_separation/conf.yaml}
+CONF_COUNTER=${CONF_COUNTER:-recipes/real_separation/conf_counter.yaml}
+STAGE=${STAGE:-1}
+STOP=${STOP:-5}
+DATA=${DATA:-data/real_separation}
+RUN=${RUN:-runs/real_separation/run}
+RUN_COUNTER=${RUN_COUNTER:-runs/real_counter/run}
+FRACTIONS=${FRACTIONS:-0.91,0.09,0}
+N_VALID=${N_VALID:-40}               # fixed validation mixtures per talker count
+N_EVAL=${N_EVAL:-30}                 # REAL_EVAL mixtures per talker count
+EXTRA=("$@")                         # more key=value overrides for `voxsep train` (stage 2)
+
+SOURCES="data.train.utterances=[{path: $SPEECH, weight: 1.0, fractions: [$FRACTIONS]}]"
+NOISE_OPT="data.train.augment.noise.files=${NOISE:-null}"
+VALID="data.valid.manifests=$DATA/mixtures/manifest_cv.jsonl"
+
+if [ "$STAGE" -le 1 ] && [ "$STOP" -ge 1 ]; then
+  echo "stage 1: fixed validation mixtures of 1-5 held-back talkers -> $DATA/mixtures"
+  if [ ! -f "$DATA/mixtures/manifest_cv.jsonl" ]; then
+    voxsep mix --speech "$SPEECH" --out "$DATA/mixtures" --speakers 1-5 --splits cv \
+      --split-fractions "$FRACTIONS" --n-mixtures "$N_VALID" --sample-rate 8000 --mode min --gains wsj0 --seed 0
+  fi
+fi
+
+if [ "$STAGE" -le 2 ] && [ "$STOP" -ge 2 ]; then
+  echo "stage 2: train the separator $CONF -> $RUN (re-run to resume)"
+  voxsep train "$CONF" "run_dir=$RUN" "$SOURCES" "$NOISE_OPT" "$VALID" "${EXTRA[@]}"
+fi
+
+if [ "$STAGE" -le 3 ] && [ "$STOP" -ge 3 ]; then
+  echo "stage 3: train the counter $CONF_COUNTER -> $RUN_COUNTER (re-run to resume)"
+  voxsep train "$CONF_COUNTER" "run_dir=$RUN_COUNTER" "$SOURCES" "$NOISE_OPT" "$VALID"
+fi
+
+if [ "$STAGE" -le 4 ] && [ "$STOP" -ge 4 ]; then
+  echo "stage 4: export $RUN/best.pt with the counter of $RUN_COUNTER/best.pt -> $RUN/model.pt"
+  voxsep export "$RUN/model.pt" --model "$RUN/best.pt" --counter "$RUN_COUNTER/best.pt"
+fi
+
+if [ "$STAGE" -le 5 ] && [ "$STOP" -ge 5 ]; then
+  echo "stage 5: evaluate $RUN/model.pt -> $RUN/eval_valid"
+  voxsep evaluate --model "$RUN/model.pt" --data "$DATA/mixtures" --split cv --out "$RUN/eval_valid"
+  if [ -n "$REAL_EVAL" ]; then
+    # evaluation-only recordings: every speaker in the test split; noisy copies left out
+    EVAL_TABLE="$DATA/real_eval/utterances.csv"
+    if [ ! -f "$EVAL_TABLE" ]; then
+      mkdir -p "$(dirname "$EVAL_TABLE")"
+      ROOT=$(cd "$(dirname "$REAL_EVAL")" && pwd)
+      awk -F, -v root="$ROOT" 'NR == 1 {print; next} $3 !~ /noisy/ {$1 = root "/" $1; print}' OFS=, \
+        "$REAL_EVAL" > "$EVAL_TABLE"
+    fi
+    if [ ! -f "$DATA/real_eval/mixtures/manifest_tt.jsonl" ]; then
+      voxsep mix --speech "$EVAL_TABLE" --out "$DATA/real_eval/mixtures" --speakers 1-5 --splits tt \
+        --split-fractions 0,0,1 --n-mixtures "$N_EVAL" --sample-rate 8000 --mode min --gains wsj0 --seed 0
+    fi
+    voxsep evaluate --model "$RUN/model.pt" --data "$DATA/real_eval/mixtures" --split tt --out "$RUN/eval_real"
+  fi
+fi
