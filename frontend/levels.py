@@ -109,3 +109,18 @@ def limit_peak(wav: torch.Tensor, ceiling: float) -> torch.Tensor:
     (for outputs of no fixed scale, e.g. SI-SNR-trained separators, before writing them)."""
     top = peak(wav)
     return wav * (ceiling / top) if top > ceiling else wav
+
+
+def scale_to_mixture(est_sources: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """Give estimates ``(K, T)`` their share of the mixture ``(T,)``'s level: one gain per estimate,
+    chosen jointly so that their weighted sum is the least-squares fit of the mixture (a gain may be
+    negative: SI-SNR training leaves the sign free). Estimates of no fixed scale then sound at the
+    level they have in the mixture."""
+    if est_sources.dim() != 2 or mix.dim() != 1 or est_sources.shape[-1] != mix.shape[-1]:
+        raise ValueError(f"expected est_sources (K, T) and mix (T,), got {tuple(est_sources.shape)} "
+                         f"and {tuple(mix.shape)}")
+    if est_sources.shape[0] == 0:
+        return est_sources
+    basis = est_sources.to(torch.float64).T  # (T, K)
+    gains = torch.linalg.lstsq(basis, mix.to(torch.float64)[:, None], rcond=None).solution[:, 0]  # (K,)
+    return (est_sources.to(torch.float64) * gains[:, None]).to(est_sources.dtype)

@@ -1,8 +1,10 @@
 """End-to-end demo on the bundled examples: mix, count, separate, score, report.
 
-The bundled utterances (``voxsep/examples/``, made by ``recipes/tts_separation/make_demo_examples.py``)
-come from the test split of the offline corpus: voices the bundled model never heard. The demo
-mixes them into mixtures of 2..5 talkers with the wsj0-mix gain rule, lets the model count and
+Two sets of bundled utterances, both of voices the bundled model never trained on: real recordings
+(``voxsep/examples/real/``: validation speakers of ``recipes/real_separation``, speechocean762 and
+LibriSpeech, licences in its README) and synthetic voices (``voxsep/examples/``, made by
+``recipes/tts_separation/make_demo_examples.py`` from the test split of the offline corpus). The demo
+mixes each set into mixtures of 2..5 talkers with the wsj0-mix gain rule, lets the model count and
 separate each one, scores the estimates with counting-aware SI-SNRi (:mod:`evaluation.counting`)
 and also with the true count, and writes the WAVs, a spectrogram PNG per mixture and a report
 (Markdown and HTML). Every number in the report is computed in the run.
@@ -23,9 +25,12 @@ import numpy as np
 import torch
 
 from frontend import atomic_output, limit_peak, save_audio
+from frontend.levels import scale_to_mixture
 from frontend.errors import VoxsepError
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
+#: the bundled example sets: name -> manifest
+EXAMPLE_SETS = {"real": EXAMPLES / "real" / "examples.jsonl", "synthetic": EXAMPLES / "examples.jsonl"}
 
 
 @dataclass
@@ -46,7 +51,7 @@ class DemoResult:
 
 
 def build_demo_mixtures(counts: Sequence[int], per_count: int, sample_rate: int, seed: int,
-                        manifest: Path | None = None):
+                        manifest: Path | None = None, prefix: str = ""):
     """Mixtures of the bundled utterances: a list of ``(name, mix (T,), sources (C, T), speakers)``."""
     from separation.mixing import AudioCache, load_utterance_manifest, plan_mixtures, render_mixture
 
@@ -60,7 +65,7 @@ def build_demo_mixtures(counts: Sequence[int], per_count: int, sample_rate: int,
     for count in counts:
         for plan in plan_mixtures(utterances, count, "tt", per_count, "wsj0", rng):
             mixture = render_mixture(plan, sample_rate, "min", "wsj0", cache.load)
-            out.append((f"{count}talkers_{len(out):02d}", mixture.mix.float(), mixture.sources.float(),
+            out.append((f"{prefix}{count}talkers_{len(out):02d}", mixture.mix.float(), mixture.sources.float(),
                         [u.speaker for u in plan.utterances]))
     return out
 
@@ -87,7 +92,8 @@ def run_demo(out_dir: str | Path, model: str = "default", counts: Sequence[int] 
 
         denoiser = load_enhancer(enhancer)
         enhance = lambda est: enhance_sources(est, sr, denoiser)  # noqa: E731
-    mixtures = build_demo_mixtures(counts, per_count, sr, seed)
+    mixtures = [m for name, manifest in EXAMPLE_SETS.items()
+                for m in build_demo_mixtures(counts, per_count, sr, seed, manifest, prefix=f"{name}_")]
     # built in a hidden staging folder and renamed at the end: a failure leaves no partial output
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     out_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.partial-", dir=final_dir.parent))
@@ -129,9 +135,12 @@ def _run(separator, mixtures, out_dir: Path, enhance, progress: bool) -> list[De
         save_audio(folder / "mix.wav", mix, sr)
         for i, src in enumerate(sources):
             save_audio(folder / f"ref{i + 1}.wav", src, sr)
-        for i, src in enumerate(est):
-            # estimates have no fixed scale (SI-SNR training): scale down only what would clip
-            save_audio(folder / f"s{i + 1}.wav", limit_peak(src, 0.9), sr)
+        # each estimate keeps its share of the mixture's level (least squares), all scaled down
+        # together only if one would clip
+        written = scale_to_mixture(est, mix)
+        shared = limit_peak(written, 0.9) if written.numel() else written
+        for i, src in enumerate(shared):
+            save_audio(folder / f"s{i + 1}.wav", src, sr)
         # row i of the estimates column is the estimate matched to reference i (blank if missed);
         # false talkers follow
         rows = [est[p] if p >= 0 else torch.zeros_like(mix) for p in score.perm.tolist()]
@@ -160,7 +169,8 @@ def write_report(out_dir: Path, results: list[DemoResult], model: str, model_ste
         "# voxsep demo",
         "",
         f"Model `{model}` (step {model_step}){', enhanced with `' + enhancer + '`' if enhancer else ''}; "
-        f"mixtures of voices from the corpus test split, which the bundled model never heard.",
+        f"mixtures of voices the bundled model never trained on: `real_*` are real recordings "
+        f"(speechocean762, LibriSpeech), `synthetic_*` TTS voices.",
         f"Count correct on {correct} of {len(results)} mixtures.",
         "",
         header,
@@ -184,11 +194,22 @@ def write_report(out_dir: Path, results: list[DemoResult], model: str, model_ste
         f"<tr><td><a href='{r.name}/spectrograms.png'>{html.escape(r.name)}</a></td><td>{r.true_count}</td>"
         f"<td>{r.est_count}</td><td>{r.si_snri_est:.1f}</td><td>{r.si_snri_oracle:.1f}</td>"
         f"<td>{r.false_talkers}</td><td>{r.missed}</td><td>{r.rtf:.3f}</td></tr>" for r in results)
+    def player(label: str, src: str) -> str:
+        return (f"<div class='p'><span>{html.escape(label)}</span><audio controls preload='none' "
+                f"src='{src}'></audio></div>")
+
     figures = "".join(
         f"<h2>{html.escape(r.name)}</h2><p>{html.escape(', '.join(r.speakers))}</p>"
-        f"<p><audio controls src='{r.name}/mix.wav'></audio></p><img src='{r.name}/spectrograms.png' width='900'>"
+        + player("mixture", f"{r.name}/mix.wav")
+        + "<div class='row'><div><h3>references</h3>"
+        + "".join(player(spk, f"{r.name}/ref{i + 1}.wav") for i, spk in enumerate(r.speakers))
+        + f"</div><div><h3>estimates ({r.est_count} counted)</h3>"
+        + "".join(player(f"s{i + 1}", f"{r.name}/s{i + 1}.wav") for i in range(r.est_count))
+        + f"</div></div><img src='{r.name}/spectrograms.png' width='900'>"
         for r in results)
-    page = (f"<!doctype html><meta charset='utf-8'><title>voxsep demo</title><h1>voxsep demo</h1>"
+    style = ("<style>.row{display:flex;gap:3em}.p{display:flex;align-items:center;gap:.5em;margin:.2em 0}"
+             ".p span{min-width:9em;font-family:monospace}</style>")
+    page = (f"<!doctype html><meta charset='utf-8'><title>voxsep demo</title>{style}<h1>voxsep demo</h1>"
             f"<p>Model <code>{html.escape(model)}</code> (step {model_step}). Count correct on {correct} of "
             f"{len(results)} mixtures.</p><table border='1' cellpadding='4'><tr><th>mixture</th><th>talkers</th>"
             f"<th>counted</th><th>SI-SNRi counted (dB)</th><th>SI-SNRi true count (dB)</th><th>false talkers</th>"
