@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Train the real-speech separator for a fixed wall time, then write its checkpoint and figures.
+# On a machine with a CUDA GPU it runs conf_gpu.yaml (one GPU, batch 32 x 4 s, mixed precision);
+# elsewhere the CPU config conf.yaml with one thread. It starts from INIT (default: the bundled model,
+# so it continues the campaign; INIT=none starts from scratch), makes the validation mixtures if they are missing, and evaluates
+# best.pt on them. Outputs: $RUN/best.pt, $RUN/history.jsonl, $RUN/eval_valid/summary.json.
+#
+# Usage (repository root):
+#   SPEECH=DATA/speech NOISE=DATA/noise MINUTES=10 recipes/real_separation/train_fixed_time.sh
+# Through the device tool (a copy of the working tree; carry the 8 kHz data made by stage 0 of
+# this script, PREPARE=1, so that the copy stays under the tool's size limit):
+#   PREPARE=1 SPEECH=DATA/speech NOISE=DATA/noise recipes/real_separation/train_fixed_time.sh  # here
+#   run(command="SPEECH=data/real_separation/carry/speech NOISE=data/real_separation/carry/noise \
+#       recipes/real_separation/train_fixed_time.sh", carry=["data/real_separation/carry"])
+set -euo pipefail
+
+SPEECH=${SPEECH:?set SPEECH to the training speech folder or table}
+NOISE=${NOISE:-}
+MINUTES=${MINUTES:-10}
+INIT=${INIT:-default}
+DATA=${DATA:-data/real_separation}
+RUN=${RUN:-runs/real_separation/fixed_time_$(date +%Y%m%d_%H%M%S)}
+FRACTIONS=${FRACTIONS:-0.91,0.09,0}
+
+if [ "${PREPARE:-0}" = 1 ]; then
+  # stage 0: an 8 kHz copy of the speech and noise (FLAC, same table) small enough to carry
+  OUT=$DATA/carry
+  mkdir -p "$OUT/speech" "$OUT/noise"
+  TABLE=$SPEECH; [ -d "$SPEECH" ] && TABLE=$SPEECH/manifest.csv
+  ROOT=$(dirname "$TABLE")
+  tail -n +2 "$TABLE" | cut -d, -f1 | while read -r rel; do
+    mkdir -p "$OUT/speech/$(dirname "$rel")"
+    [ -f "$OUT/speech/$rel" ] || sox "$ROOT/$rel" -r 8000 "$OUT/speech/$rel"
+  done
+  cp "$TABLE" "$OUT/speech/manifest.csv"
+  if [ -n "$NOISE" ]; then
+    for f in "$NOISE"/*.flac; do [ -f "$OUT/noise/$(basename "$f")" ] || sox "$f" -r 8000 "$OUT/noise/$(basename "$f")"; done
+    [ -f "$NOISE/manifest.csv" ] && cp "$NOISE/manifest.csv" "$OUT/noise/"
+  fi
+  du -sh "$OUT"
+  exit 0
+fi
+
+if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  CONF=recipes/real_separation/conf_gpu.yaml; DEVICE=gpu
+else
+  CONF=recipes/real_separation/conf.yaml; DEVICE=cpu; export OMP_NUM_THREADS=1
+fi
+echo "device: $DEVICE, config: $CONF, $MINUTES minutes, from $INIT -> $RUN"
+
+if [ ! -f "$DATA/mixtures/manifest_cv.jsonl" ]; then
+  voxsep mix --speech "$SPEECH" --out "$DATA/mixtures" --speakers 1-5 --splits cv \
+    --split-fractions "$FRACTIONS" --n-mixtures 40 --sample-rate 8000 --mode min --gains wsj0 --seed 0
+fi
+if [ "$INIT" = default ]; then
+  INIT=$(python -c "from voxsep.registry import list_models; print([m.path for m in list_models('separation') if m.name == 'default'][0])")
+fi
+INIT_OPT="init_from=$INIT"; [ "$INIT" = none ] && INIT_OPT="init_from=null"
+voxsep train "$CONF" "run_dir=$RUN" "$INIT_OPT" \
+  "data.train.utterances=[{path: $SPEECH, weight: 1.0, fractions: [$FRACTIONS]}]" \
+  "data.train.augment.noise.files=${NOISE:-null}" "data.valid.manifests=$DATA/mixtures/manifest_cv.jsonl" \
+  "trainer.max_time_minutes=$MINUTES"
+voxsep evaluate --model "$RUN/best.pt" --data "$DATA/mixtures" --split cv --out "$RUN/eval_valid"
+echo "checkpoint: $RUN/best.pt; figures: $RUN/eval_valid/summary.json"
