@@ -231,9 +231,14 @@ class MixturePlan:
 def plan_mixtures(
     utterances: Sequence[Utterance], n_src: int, split: str, n_mixtures: int, gains: str,
     rng: np.random.Generator, noise: str = "none", noise_files: Sequence[Path] = (),
-    snr_range: tuple[float, float] = (10.0, 20.0),
+    snr_range: tuple[float, float] = (10.0, 20.0), source_of: dict[str, int] | None = None,
+    source_weights: Sequence[float] | None = None,
 ) -> list[MixturePlan]:
-    """Draw ``n_mixtures`` mixtures of ``n_src`` distinct talkers of ``split``."""
+    """Draw ``n_mixtures`` mixtures of ``n_src`` distinct talkers of ``split``.
+
+    With ``source_of`` (speaker -> source index) and ``source_weights``, each talker's source is
+    drawn by weight (among sources with speakers left), then a speaker of that source uniformly.
+    """
     by_speaker: dict[str, list[Utterance]] = defaultdict(list)
     for u in utterances:
         if u.split == split:
@@ -243,9 +248,20 @@ def plan_mixtures(
         raise VoxsepError(
             f"split {split} has {len(speakers)} speaker(s); {n_src}-speaker mixtures need at least "
             f"{n_src} (use more speakers, --splits, or --split-fractions)")
+    pools = None
+    if source_of is not None and source_weights is not None and len(source_weights) > 1:
+        pools = [[k for k, spk in enumerate(speakers) if source_of[spk] == i] for i in range(len(source_weights))]
     plans = []
     for i in range(n_mixtures):
-        chosen = rng.choice(len(speakers), size=n_src, replace=False)
+        if pools is None:
+            chosen = rng.choice(len(speakers), size=n_src, replace=False)
+        else:
+            left = [list(p) for p in pools]
+            chosen = []
+            for _ in range(n_src):
+                w = np.asarray(source_weights, float) * np.asarray([len(p) > 0 for p in left], float)
+                src = int(rng.choice(len(left), p=w / w.sum()))
+                chosen.append(left[src].pop(int(rng.integers(len(left[src])))))
         utts = [by_speaker[speakers[k]][rng.integers(len(by_speaker[speakers[k]]))] for k in chosen]
         levels = sample_levels_db(rng, n_src, gains).tolist()
         plan = MixturePlan(f"{n_src}spk_{split}_{i:06d}", split, utts, levels)
@@ -351,9 +367,10 @@ def write_wav(path: Path, data: np.ndarray, sample_rate: int) -> None:
 
 @dataclass
 class MixConfig:
-    """Settings of :func:`make_mixtures` (the ``voxsep mix`` flags)."""
+    """Settings of :func:`make_mixtures` (the ``voxsep mix`` flags). ``speech`` is one source or a
+    list of sources; with several, ``speech_weights`` gives each one's share of the talkers."""
 
-    speech: str
+    speech: str | list[str]
     out: str
     speakers: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     n_mixtures: dict[str, int] = field(default_factory=lambda: {"tr": 100, "cv": 20, "tt": 20})
@@ -371,6 +388,7 @@ class MixConfig:
     overwrite: bool = False
     check: str = "auto"  # input validation: auto | full | header (see check_audio_files)
     progress: bool = True
+    speech_weights: list[float] | None = None
 
 
 def _output_paths(plan: MixturePlan, cfg: MixConfig, has_noise: bool) -> dict[str, str]:
@@ -476,11 +494,22 @@ def make_mixtures(cfg: MixConfig) -> dict[str, int]:
     from tqdm import tqdm
 
     out = Path(cfg.out)
-    speech = Path(cfg.speech)
+    sources = [Path(p) for p in ([cfg.speech] if isinstance(cfg.speech, (str, os.PathLike)) else cfg.speech)]
     _check_config(cfg)
-    _prepare_out(out, cfg.overwrite, speech)
-    utterances, speech_root = find_speech(speech, cfg.sample_rate, cfg.speaker_rule, SPLITS,
-                                          cfg.split_fractions)
+    weights = cfg.speech_weights
+    if weights is not None and (len(weights) != len(sources) or min(weights) < 0 or sum(weights) <= 0):
+        raise VoxsepError(f"speech weights {weights}: give one non-negative weight per speech source "
+                          f"({len(sources)}), not all zero")
+    utterances, roots, source_of = [], [], {}
+    for i, speech in enumerate(sources):
+        _prepare_out(out, cfg.overwrite, speech)
+        utts, root = find_speech(speech, cfg.sample_rate, cfg.speaker_rule, SPLITS, cfg.split_fractions)
+        for u in utts:
+            if source_of.setdefault(u.speaker, i) != i:
+                raise VoxsepError(f"{speech}: speaker {u.speaker!r} is also in {sources[source_of[u.speaker]]}")
+        utterances += utts
+        roots.append(root)
+    speech_root = roots[0] if len(roots) == 1 else Path(os.path.commonpath([r.resolve() for r in roots]))
     noise_mode, noise_files = "none", []
     if cfg.noise in ("none", "colored") or cfg.noise in NOISE_COLORS:
         noise_mode = cfg.noise
@@ -503,7 +532,7 @@ def make_mixtures(cfg: MixConfig) -> dict[str, int]:
                 continue
             rng = np.random.default_rng([cfg.seed, c, SPLITS.index(split)])
             plans += plan_mixtures(utterances, c, split, n, cfg.gains, rng, noise_mode, noise_files,
-                                   cfg.snr)
+                                   cfg.snr, source_of, weights if len(sources) > 1 else None)
     if not plans:
         raise VoxsepError("nothing to make: --n-mixtures is 0 for every split")
 
@@ -604,7 +633,9 @@ def _write_metadata(results: list[dict], cfg: MixConfig, staging: Path, speech_r
             with atomic_output(staging / "metadata" / f"mixture_{split}_{c}spk.csv") as tmp:
                 tmp.write_text(buf.getvalue(), encoding="utf-8")
     settings = asdict(cfg)
-    settings.update(speech=str(Path(cfg.speech).resolve()), out=str(Path(cfg.out)), counts=counts)
+    speech = ([str(Path(cfg.speech).resolve())] if isinstance(cfg.speech, (str, os.PathLike))
+              else [str(Path(p).resolve()) for p in cfg.speech])
+    settings.update(speech=speech[0] if len(speech) == 1 else speech, out=str(Path(cfg.out)), counts=counts)
     with atomic_output(staging / "mix_config.json") as tmp:
         tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     return counts

@@ -130,3 +130,22 @@ def test_weighted_sources_and_held_back_noise_files(two_corpora, tmp_path):
     residual = item["mix"] - item["sources"].sum(0)
     ratio = 10 * torch.log10(item["sources"].sum(0).pow(2).sum() / residual.pow(2).sum())
     assert abs(float(ratio)) < 0.5  # the recording went in at the asked SNR
+
+
+def test_voxsep_mix_takes_weighted_sources(two_corpora, tmp_path, capsys):
+    from voxsep.cli import main
+
+    out = tmp_path / "mixed"
+    args = ["mix", "--speech", str(two_corpora / "real" / "manifest.csv"), "--speech", str(two_corpora / "tts"),
+            "--speech-weights", "0.7,0.3", "--out", str(out), "--speakers", "2", "--splits", "tr",
+            "--split-fractions", "1,0,0", "--n-mixtures", "150", "--check", "header"]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "manifest_tr.jsonl").read_text().splitlines()]
+    talkers = [s for r in records for s in r["speakers"]]
+    share = sum(s.startswith("tts") for s in talkers) / len(talkers)
+    assert 0.22 < share < 0.38 and all(len(set(r["speakers"])) == 2 for r in records)
+    # utterance paths are relative to the sources' common folder
+    assert all((two_corpora / u).is_file() for r in records for u in r["utterances"])
+    capsys.readouterr()
+    assert main(args[:5] + ["--speech-weights", "1"] + args[7:] + ["--overwrite"]) == 2
+    assert "one non-negative weight per speech source" in capsys.readouterr().err

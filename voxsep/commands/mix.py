@@ -59,10 +59,13 @@ def parse_n_mixtures(text: str, splits: list[str]) -> dict[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--speech", required=True, metavar="MANIFEST|DIR",
+    parser.add_argument("--speech", required=True, action="append", metavar="TABLE|MANIFEST|DIR",
                         help="utterance table (CSV: path, speaker, ...), manifest (jsonl), a corpus "
                              "folder with manifest_*.jsonl, a LibriSpeech-style folder (speaker/chapter/*.flac) or any folder of "
-                             "single-talker files (with --speaker-rule)")
+                             "single-talker files (with --speaker-rule); repeat it to mix several sources")
+    parser.add_argument("--speech-weights", default=None, metavar="W1,W2,...",
+                        help="with several --speech sources: each source's share of the talkers, e.g. "
+                             "0.7,0.3 (default: equal)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
     parser.add_argument("--speakers", default="1-5", help="talker counts, e.g. 1-5 or 2,3,10 (default 1-5)")
     parser.add_argument("--n-mixtures", default="100", metavar="N",
@@ -102,8 +105,17 @@ def run(args: argparse.Namespace) -> int:
         raise VoxsepError(f"--split-fractions: cannot read {args.split_fractions!r}") from None
     if len(fractions) != 3:
         raise VoxsepError(f"--split-fractions: give 3 shares (train, valid, test), got {args.split_fractions!r}")
+    weights = None
+    if args.speech_weights is not None:
+        try:
+            weights = [float(x) for x in args.speech_weights.split(",")]
+        except ValueError:
+            raise VoxsepError(f"--speech-weights: cannot read {args.speech_weights!r}") from None
+    elif len(args.speech) > 1:
+        weights = [1.0] * len(args.speech)
     cfg = MixConfig(
-        speech=args.speech, out=args.out, speakers=parse_counts(args.speakers),
+        speech=args.speech[0] if len(args.speech) == 1 else args.speech, speech_weights=weights,
+        out=args.out, speakers=parse_counts(args.speakers),
         n_mixtures=parse_n_mixtures(args.n_mixtures, splits), sample_rate=args.sample_rate,
         mode=args.mode, gains=args.gains, noise=args.noise, snr=parse_range(args.snr, "--snr"),
         speaker_rule=args.speaker_rule, splits=splits, split_fractions=fractions, seed=args.seed,
