@@ -47,6 +47,9 @@ class Task:
     """
 
     name: str = "task"
+    #: the task name written in checkpoints (``None``: :attr:`name`); a task that trains part of
+    #: another task's model (e.g. only its counter) saves checkpoints of that task
+    checkpoint_task: str | None = None
 
     #: Under DDP, let some parameters go unused in a step (e.g. one decoder head per talker count,
     #: used only when the batch has that count). Safe default; a task whose every step uses every

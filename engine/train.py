@@ -291,7 +291,7 @@ class RunFiles(pl.Callback):
     def _save(self, name: str, trainer: pl.Trainer, pl_module: TaskModule, extra: Mapping[str, float] = ()) -> None:
         metrics = {**_scalars(trainer.callback_metrics), **dict(extra), "cpu_s": round(self.cpu_seconds(), 1)}
         save_checkpoint(
-            self.run_dir / name, task=self.task.name, model_name=self.config["model"]["name"],
+            self.run_dir / name, task=self.task.checkpoint_task or self.task.name, model_name=self.config["model"]["name"],
             model_config=_model_config(pl_module.model, self.config), sample_rate=self.config["sample_rate"],
             model=pl_module.model, train_config=self.config, step=trainer.global_step, metrics=metrics,
         )

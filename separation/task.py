@@ -147,6 +147,9 @@ class CountingTask(SeparationTask):
     ``task_options``: ``label_smoothing`` (cross-entropy label smoothing, default 0.0).
     """
 
+    #: its checkpoints are separation models (the counter inside a MultiHeadSeparator)
+    checkpoint_task = "separation"
+
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = float(label_smoothing)
 
