@@ -18,6 +18,11 @@ Accepted sources:
 
 Paths in tables and manifests are relative to the file's folder (absolute paths are kept).
 
+Noise recordings (:func:`noise_recordings`: a folder of audio files or a table with a ``path``
+column, as ``DATA/noise/manifest.csv``) are split by file with the same rule, each file its own
+"speaker", so that validation mixes in recordings training never heard (separation's dynamic
+mixing and the denoiser's training data share it).
+
 The split rule (:func:`assign_speaker_splits`): records that name their split keep it; the others
 get a split from their speaker alone. Speakers are ordered by the SHA-1 of their id (independent
 of file order and of any seed) and cut into consecutive groups sized by ``fractions``, separately
@@ -49,6 +54,8 @@ SPLIT_ALIASES = {
 #: long names of the splits (``tr`` -> ``train``), as the corpus manifests write them
 SPLIT_NAMES = {"tr": "train", "cv": "valid", "tt": "test"}
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+#: default shares of noise recordings in train / valid / test (11 files: 8 / 3 / 0)
+NOISE_FRACTIONS = (0.75, 0.25, 0.0)
 SPEAKER_COLUMNS = ("speaker", "speaker_id")
 DURATION_COLUMNS = ("seconds", "duration", "duration_s")
 
@@ -319,3 +326,44 @@ def utterance_root(source: str | os.PathLike, sample_rate: int | None = None) ->
     """The folder that :attr:`Utterance.uid` is relative to for ``source``."""
     path = utterance_source(source, sample_rate)
     return path if path.is_dir() else path.parent
+
+
+def noise_recordings(source: str | os.PathLike, split: str | None,
+                     fractions: Sequence[float] = NOISE_FRACTIONS) -> list[Path]:
+    """Noise recordings of one split: a folder of audio files or a table with a ``path`` column
+    (as ``DATA/noise/manifest.csv``), split by file with the project's split rule (each file is its
+    own "speaker"), so validation mixes in recordings that training never heard.
+
+    Args:
+        source: a folder (its ``manifest.csv`` when it has one, else its audio files) or a table.
+        split: ``train``/``valid``/``test`` (or ``tr``/``cv``/``tt``); ``None`` returns every file.
+        fractions: shares of the files in train, valid, test.
+
+    Raises:
+        VoxsepError: no recordings, an unreadable table, or no file in ``split``.
+    """
+    source = Path(source)
+    if source.is_dir() and not (source / "manifest.csv").is_file():
+        files = find_audio_files(source)
+        if not files:
+            raise VoxsepError(f"{source}: no noise recordings found")
+        table = source / "manifest.csv"
+        rows = [{"path": str(f.resolve())} for f in files]
+    else:
+        table = source / "manifest.csv" if source.is_dir() else source
+        try:
+            with open(table, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as err:
+            raise VoxsepError(f"{table}: cannot read noise list ({err.__class__.__name__})") from None
+        if not rows or "path" not in rows[0]:
+            raise VoxsepError(f"{table}: a noise table needs a 'path' column")
+    paths = [Path(r["path"]) if Path(r["path"]).is_absolute() else table.parent / r["path"] for r in rows]
+    split_of = assign_speaker_splits([p.name for p in paths], fractions=fractions)
+    if split is None:
+        return paths
+    wanted = normalize_split(split)
+    chosen = [p for p in paths if split_of[p.name] == wanted]
+    if not chosen:
+        raise VoxsepError(f"{table}: no noise recording falls in split {split} (fractions {list(fractions)})")
+    return chosen

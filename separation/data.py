@@ -39,9 +39,9 @@ import torch
 import torchaudio.functional as AF
 from torch.utils.data import Dataset
 
-from frontend import VoxsepError, audio_info, find_audio_files, load_audio, resample
-from frontend.utterances import (
-    DEFAULT_FRACTIONS, Utterance, assign_speaker_splits, normalize_split, read_utterances,
+from frontend import VoxsepError, audio_info, load_audio, resample
+from frontend.utterances import (  # noise_recordings: re-exported (moved to frontend, shared with generation)
+    DEFAULT_FRACTIONS, Utterance, noise_recordings, normalize_split, read_utterances,
 )
 from separation.mixing import (
     NOISE_COLORS, AudioCache, colored_noise, combine, fit_lengths, rate_folder, sample_levels_db,
@@ -50,7 +50,7 @@ from separation.mixing import (
 
 __all__ = [
     "MixtureRecord", "MixtureDataset", "Wsj0MixDataset", "LibriMixDataset", "MixtureManifestDataset",
-    "DynamicMixingDataset", "collate_mixtures", "DEFAULT_AUGMENT",
+    "DynamicMixingDataset", "collate_mixtures", "DEFAULT_AUGMENT", "noise_recordings",
 ]
 
 
@@ -389,38 +389,6 @@ def _augment_config(augment: dict | None) -> dict:
             merged.update(settings)
         out[name] = merged
     return out
-
-
-def noise_recordings(source: str | os.PathLike, split: str | None,
-                     fractions: Sequence[float] = (0.75, 0.25, 0.0)) -> list[Path]:
-    """Noise recordings of one split: a folder of audio files or a table with a ``path`` column
-    (as ``DATA/noise/manifest.csv``), split by file with the project's split rule (each file is its
-    own "speaker"), so validation mixes in recordings that training never heard."""
-    source = Path(source)
-    if source.is_dir() and not (source / "manifest.csv").is_file():
-        files = find_audio_files(source)
-        if not files:
-            raise VoxsepError(f"{source}: no noise recordings found")
-        table = source / "manifest.csv"
-        rows = [{"path": str(f.resolve())} for f in files]
-    else:
-        table = source / "manifest.csv" if source.is_dir() else source
-        try:
-            with open(table, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-        except OSError as err:
-            raise VoxsepError(f"{table}: cannot read noise list ({err.__class__.__name__})") from None
-        if not rows or "path" not in rows[0]:
-            raise VoxsepError(f"{table}: a noise table needs a 'path' column")
-    paths = [Path(r["path"]) if Path(r["path"]).is_absolute() else table.parent / r["path"] for r in rows]
-    split_of = assign_speaker_splits([p.name for p in paths], fractions=fractions)
-    if split is None:
-        return paths
-    wanted = normalize_split(split)
-    chosen = [p for p in paths if split_of[p.name] == wanted]
-    if not chosen:
-        raise VoxsepError(f"{table}: no noise recording falls in split {split} (fractions {list(fractions)})")
-    return chosen
 
 
 def synthetic_rir(rt60: float, sample_rate: int, rng: np.random.Generator) -> torch.Tensor:
