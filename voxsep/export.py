@@ -49,10 +49,11 @@ def portable(config: Any, key: str = "") -> Any:
 
 
 def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: str | os.PathLike | None = None,
-                     metrics: dict[str, float] | None = None) -> dict:
+                     metrics: dict[str, float] | None = None, half: bool = False) -> dict:
     """Write ``out``: the separator checkpoint ``model`` with, if given, the counter of checkpoint
     ``counter`` (both ``multihead`` models with the same ``max_speakers``), portable paths and the
-    given extra ``metrics``. Returns the written checkpoint dict.
+    given extra ``metrics``; ``half`` stores the weights as float16 (half the size; they load into
+    the float32 model). Returns the written checkpoint dict.
 
     Raises:
         VoxsepError: unreadable checkpoints, models that are not ``multihead``, mismatched counts.
@@ -81,7 +82,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: 
         raise VoxsepError(f"{model}: exported weights do not fit the model (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]})")
     train_config = portable({**base.get("train_config", {}), "exported_from": sources})
+    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in built.state_dict().items()}
     save_checkpoint(out, task=base["task"], model_name="multihead", model_config=config,
-                    sample_rate=base["sample_rate"], model=built, train_config=train_config, step=base["step"],
+                    sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
                     metrics={**base.get("metrics", {}), **(metrics or {})})
     return load_checkpoint(out)

@@ -74,3 +74,18 @@ def test_portable_paths():
         "data/real_separation/mixtures/manifest_cv.jsonl"
     assert portable({"task": "separation", "lr": 1e-3, "manifests": ["/a/b/c.jsonl"]}) == \
         {"task": "separation", "lr": 1e-3, "manifests": ["DATA/b/c.jsonl"]}
+
+
+def test_export_half_precision_weights_load_into_the_float32_model(tmp_path):
+    separator = _save(tmp_path / "sep.pt", SEPARATOR, 1).eval()
+    out = tmp_path / "half.pt"
+    assert main(["export", str(out), "--model", str(tmp_path / "sep.pt"), "--half"]) == 0
+    ckpt = load_checkpoint(out)
+    assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert out.stat().st_size < 0.6 * (tmp_path / "sep.pt").stat().st_size
+    model = build_model("multihead", ckpt["model_config"]).eval()
+    model.load_state_dict(ckpt["state_dict"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    wav = torch.randn(4000) * 0.1
+    (a,), (b,) = model.separate(wav, 2), separator.separate(wav, 2)
+    assert float((a - b).norm() / b.norm()) < 1e-2
