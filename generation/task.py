@@ -3,7 +3,10 @@
 Data config (both tasks)::
 
     data:
-      manifest: /work/data/corpus/manifest_16k.jsonl   # or a folder of audio files
+      manifest: DATA/speech/manifest.csv   # utterance table, corpus manifest (.jsonl) or folder
+      fractions: [0.8, 0.1, 0.1]   # speaker split of records that name no split (the project's
+                                   # rule, frontend.utterances: the same speakers as separation's
+                                   # for the same table and fractions)
       train_split: train
       valid_split: valid
       segment: null            # crop length in samples (enhancement default: the model's
@@ -12,7 +15,21 @@ Data config (both tasks)::
       valid_examples: 200      # fixed crops
       # enhancement only:
       snr_db: [-5, 15]
-      noise_kinds: [colored, bandpass, hum, clicks, tonal, modulated, babble]
+      noise_kinds: [colored, bandpass, hum, clicks, tonal, modulated, babble]   # generated noise
+      noise_files: null        # real noise recordings: a folder or a table with a path column,
+      noise_file_prob: 0.5     #   split by file (noise_file_fractions, train/valid/test), used for
+      noise_file_fractions: [0.75, 0.25, 0.0]   # this share of the items (else generated noise)
+      rooms: null              # simulated rooms ([rooms] extra): {prob, rt60, size, n_rooms,
+                               #   target, early_ms} (generation.rooms.ROOM_DEFAULTS)
+
+Enhancement ``task_options``::
+
+    loss: {l1: 1.0}            # weights of: l1 (Rethage et al.'s speech + noise L1), si_snr
+                               # (negative SI-SNR, dB), mrstft (multi-resolution STFT loss)
+    stft_resolutions: [[1024, 120, 600], [2048, 240, 1200], [512, 50, 240]]   # (n_fft, hop, window)
+
+The default (``l1`` alone) is the loss of the first recipes; e.g. ``{si_snr: 1.0, mrstft: 1.0}``
+optimises what SI-SNR and listeners measure (the loss is computed on the level-normalised crops).
 """
 from __future__ import annotations
 
@@ -23,19 +40,26 @@ import torch
 from torch import nn
 
 from engine.task import Task, register_task
-from generation.data import NoisySpeechDataset, SpeechCropDataset, read_utterances
+from frontend.errors import VoxsepError
+from frontend.utterances import DEFAULT_FRACTIONS, NOISE_FRACTIONS
+from generation.data import NoisySpeechDataset, SpeechCropDataset, noise_recordings, read_utterances
 from generation.enhancer import Enhancer
-from generation.losses import denoising_l1, discretized_logistic_mixture_nll, mulaw_cross_entropy, si_snr
+from generation.losses import (
+    STFT_RESOLUTIONS, denoising_l1, discretized_logistic_mixture_nll, multi_resolution_stft_loss, mulaw_cross_entropy,
+    neg_si_snr, si_snr,
+)
 from generation.noise import NOISE_KINDS
 from generation.vocoder import Vocoder
 
-_DATA_KEYS = {"manifest", "train_split", "valid_split", "segment", "train_examples", "valid_examples",
-              "snr_db", "noise_kinds", "seed"}
+_COMMON_KEYS = {"manifest", "fractions", "train_split", "valid_split", "segment", "train_examples",
+                "valid_examples", "seed"}
+_DATA_KEYS = _COMMON_KEYS | {"snr_db", "noise_kinds", "noise_files", "noise_file_prob", "noise_file_fractions",
+                             "rooms"}
+#: enhancement loss terms (task_options.loss)
+LOSS_TERMS = ("l1", "si_snr", "mrstft")
 
 
 def _check_data(data: Mapping[str, Any], allowed: set[str]) -> None:
-    from frontend.errors import VoxsepError
-
     unknown = set(data) - allowed
     if unknown:
         raise VoxsepError(f"unknown data keys {sorted(unknown)} (allowed: {sorted(allowed)})")
@@ -43,32 +67,76 @@ def _check_data(data: Mapping[str, Any], allowed: set[str]) -> None:
         raise VoxsepError("data.manifest is required (utterance manifest .jsonl or audio folder)")
 
 
+def _utterances(data_config: Mapping[str, Any], key: str, default: str):
+    fractions = data_config.get("fractions") or DEFAULT_FRACTIONS
+    return read_utterances(data_config["manifest"], data_config.get(key, default), fractions=fractions)
+
+
 @register_task("enhancement")
 class EnhancementTask(Task):
-    """Denoiser training: L1 on speech + L1 on noise over each crop's target field."""
+    """Denoiser training on each crop's target field with a weighted sum of losses.
 
-    def __init__(self):
+    Args:
+        loss: weights of the terms of :data:`LOSS_TERMS` (default ``{"l1": 1.0}``: Rethage et
+            al.'s L1 on speech and on noise).
+        stft_resolutions: ``(n_fft, hop, window)`` triples of the ``mrstft`` term.
+    """
+
+    def __init__(self, loss: Mapping[str, float] | None = None,
+                 stft_resolutions: list[list[int]] | None = None):
         self.segment: int | None = None
+        weights = dict(loss) if loss is not None else {"l1": 1.0}
+        unknown = set(weights) - set(LOSS_TERMS)
+        if unknown:
+            raise VoxsepError(f"task_options.loss: unknown term(s) {sorted(unknown)} (known: {', '.join(LOSS_TERMS)})")
+        if any(float(w) < 0 for w in weights.values()) or not any(float(w) > 0 for w in weights.values()):
+            raise VoxsepError(f"task_options.loss: weights must be >= 0 and not all zero, got {weights}")
+        self.loss_weights = {k: float(w) for k, w in weights.items() if float(w) > 0}
+        resolutions = stft_resolutions if stft_resolutions is not None else STFT_RESOLUTIONS
+        try:
+            self.stft_resolutions = [tuple(int(v) for v in r) for r in resolutions]
+        except (TypeError, ValueError):
+            raise VoxsepError("task_options.stft_resolutions: give [n_fft, hop, window] triples, "
+                              f"got {resolutions}") from None
+        if not self.stft_resolutions or any(len(r) != 3 or r[2] > r[0] or min(r) < 1 for r in self.stft_resolutions):
+            raise VoxsepError("task_options.stft_resolutions: give [n_fft, hop, window] triples with window <= n_fft, "
+                              f"got {resolutions}")
 
     def build_model(self, model_name: str, model_config: Mapping[str, Any]) -> nn.Module:
         model = super().build_model(model_name, model_config)
         if not isinstance(model, Enhancer):
             raise TypeError(f"task enhancement needs an Enhancer model (wavenet_denoiser), got {model_name}")
         self.segment = model.training_length
+        longest = max(r[0] for r in self.stft_resolutions)
+        if "mrstft" in self.loss_weights and model.config.target_field <= longest // 2:
+            raise VoxsepError(f"task_options.loss.mrstft: the target field ({model.config.target_field} samples) must "
+                              f"exceed half the largest FFT size ({longest}); set task_options.stft_resolutions")
         return model
 
     def build_datasets(self, data_config, sample_rate):
         _check_data(data_config, _DATA_KEYS)
-        source = data_config["manifest"]
         segment = int(data_config.get("segment") or self.segment or 16384)
-        common = dict(n_samples=segment, sample_rate=sample_rate, seed=int(data_config.get("seed", 0)),
+        seed = int(data_config.get("seed", 0))
+        noise_source = data_config.get("noise_files")
+        noise_fractions = data_config.get("noise_file_fractions") or NOISE_FRACTIONS
+
+        def noise_of(split):
+            return noise_recordings(noise_source, split, noise_fractions) if noise_source else ()
+
+        common = dict(n_samples=segment, sample_rate=sample_rate, seed=seed,
                       snr_db=data_config.get("snr_db", (-5.0, 15.0)),
-                      noise_kinds=data_config.get("noise_kinds", NOISE_KINDS))
-        train = NoisySpeechDataset(read_utterances(source, data_config.get("train_split", "train")),
-                                   length=int(data_config.get("train_examples", 4000)), fixed=False, **common)
-        valid_utts = read_utterances(source, data_config.get("valid_split", "valid"))
-        valid = (NoisySpeechDataset(valid_utts, length=int(data_config.get("valid_examples", 200)), fixed=True,
-                                    **common) if valid_utts else None)
+                      noise_kinds=data_config.get("noise_kinds", NOISE_KINDS),
+                      noise_file_prob=float(data_config.get("noise_file_prob", 0.5)),
+                      rooms=data_config.get("rooms"))
+        train_split = data_config.get("train_split", "train")
+        train = NoisySpeechDataset(_utterances(data_config, "train_split", "train"),
+                                   length=int(data_config.get("train_examples", 4000)), fixed=False,
+                                   noise_files=noise_of(train_split), **common)
+        valid_utts = _utterances(data_config, "valid_split", "valid")
+        valid = None
+        if valid_utts:
+            valid = NoisySpeechDataset(valid_utts, length=int(data_config.get("valid_examples", 200)), fixed=True,
+                                       noise_files=noise_of(data_config.get("valid_split", "valid")), **common)
         return train, valid
 
     def collate(self, batch):
@@ -81,12 +149,28 @@ class EnhancementTask(Task):
         scale = model.config.input_rms / rms  # the level enhance() feeds the network
         return noisy * scale, clean * scale
 
+    def _loss_terms(self, est, clean, noisy) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted loss over the target field and each term's value (logged as ``loss_<term>``)."""
+        total = est.new_zeros(())
+        logs = {}
+        for term, weight in self.loss_weights.items():
+            if term == "l1":
+                value = denoising_l1(est, clean, noisy)
+            elif term == "si_snr":
+                value = neg_si_snr(est, clean)
+            else:
+                value = multi_resolution_stft_loss(est, clean, self.stft_resolutions)
+            total = total + weight * value
+            if len(self.loss_weights) > 1:
+                logs[f"loss_{term}"] = float(value.detach())
+        return total, logs
+
     def loss(self, model, batch):
         noisy, clean = self._normalise(model, batch)
         est = model(noisy)
         valid = model.valid_slice(noisy.shape[-1])
-        loss = denoising_l1(est[:, valid], clean[:, valid], noisy[:, valid])
-        return loss, {"loss": float(loss.detach())}
+        loss, logs = self._loss_terms(est[:, valid], clean[:, valid], noisy[:, valid])
+        return loss, {"loss": float(loss.detach()), **logs}
 
     @torch.no_grad()
     def validation_metrics(self, model, batch):
@@ -94,7 +178,7 @@ class EnhancementTask(Task):
         est = model(noisy)
         valid = model.valid_slice(noisy.shape[-1])
         e, c, n = est[:, valid], clean[:, valid], noisy[:, valid]
-        loss = denoising_l1(e, c, n)
+        loss, _ = self._loss_terms(e, c, n)
         active = c.pow(2).sum(-1) > 1e-8  # SI-SNR is undefined on silent crops
         est_si, noisy_si = si_snr(e, c)[active], si_snr(n, c)[active]
         out = {"loss": float(loss)}
@@ -118,15 +202,14 @@ class VocoderTask(Task):
         return model
 
     def build_datasets(self, data_config, sample_rate):
-        _check_data(data_config, _DATA_KEYS - {"snr_db", "noise_kinds"})
-        source = data_config["manifest"]
+        _check_data(data_config, _COMMON_KEYS)
         hop = self.hop or 256
         segment = int(data_config.get("segment") or 32 * hop)
         segment = max(hop, segment // hop * hop)  # whole frames
         common = dict(n_samples=segment, sample_rate=sample_rate, seed=int(data_config.get("seed", 0)))
-        train = SpeechCropDataset(read_utterances(source, data_config.get("train_split", "train")),
+        train = SpeechCropDataset(_utterances(data_config, "train_split", "train"),
                                   length=int(data_config.get("train_examples", 4000)), fixed=False, **common)
-        valid_utts = read_utterances(source, data_config.get("valid_split", "valid"))
+        valid_utts = _utterances(data_config, "valid_split", "valid")
         valid = (SpeechCropDataset(valid_utts, length=int(data_config.get("valid_examples", 200)), fixed=True,
                                    **common) if valid_utts else None)
         return train, valid

@@ -10,7 +10,10 @@ extra      what                                                            for
 =========  ==============================================================  ================================
 ``train``  pytorch-lightning, asteroid 0.7 (and its pins), PyYAML          ``voxsep train``; asteroid's
                                                                            DPRNN/Conv-TasNet baselines
-``eval``   pesq, pystoi                                                    PESQ/STOI in ``voxsep evaluate``
+``eval``   pesq, pystoi, noisereduce                                       PESQ/STOI in ``voxsep evaluate``;
+                                                                           its spectral-gating baseline
+``rooms``  pyroomacoustics                                                 simulated rooms in the
+                                                                           denoiser's training data
 ``dev``    all of them plus the test tools                                 ``python -m pytest tests``
 =========  ==============================================================  ================================
 """
@@ -23,7 +26,8 @@ from frontend.errors import VoxsepError
 #: extra -> (what it is called in messages, the importable modules it provides)
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "train": ("training extra", ("pytorch_lightning", "asteroid", "yaml")),
-    "eval": ("evaluation extra", ("pesq", "pystoi")),
+    "eval": ("evaluation extra", ("pesq", "pystoi", "noisereduce")),
+    "rooms": ("rooms extra", ("pyroomacoustics",)),
 }
 
 #: top-level module -> the extra that installs it
