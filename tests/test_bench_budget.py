@@ -24,6 +24,7 @@ def data(tmp_path_factory):
     return str(corpus), str(mixtures / "manifest_cv.jsonl")
 
 
+@pytest.mark.slow
 def test_candidate_trains_for_its_cpu_budget_and_is_evaluated_on_schedule(data):
     speech, valid = data
     points = budget.train_candidate("tiny", TINY, speech, valid, budget_min=0.06, eval_every_min=0.02,
@@ -37,6 +38,7 @@ def test_candidate_trains_for_its_cpu_budget_and_is_evaluated_on_schedule(data):
     assert md.count("\n") == 1 + len(points) and "| tiny |" in md
 
 
+@pytest.mark.slow
 def test_bench_separation_budget_part_writes_table_json_and_plot(data, tmp_path, capsys):
     """The real blstm_stft candidate in its subprocess, for about one step's worth of CPU."""
     speech, valid = data

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,14 +25,6 @@ def toy_config(run_dir: Path, **trainer) -> dict:
         "trainer": {"max_epochs": 4, "batch_size": 8, "num_workers": 0, "log_every_n_steps": 2,
                     "progress_bar": False, **trainer},
     }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_config(path: Path, config: dict) -> Path:

@@ -32,6 +32,7 @@ def data_overrides(tmp_path_factory):
             "trainer.num_workers=0"]
 
 
+@pytest.mark.slow
 def test_debug_recipe_with_ddp_then_resumed_on_one_process(tmp_path, data_overrides):
     run_dir = tmp_path / "run"
     common = ["train", str(CONF), *data_overrides, "--run-dir", str(run_dir)]
@@ -82,6 +83,7 @@ def _train_until(args: list[str], ready, timeout: float = 120) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_recipe_config_saves_every_epoch_without_any_setting_and_resumes_after_kill_9(tmp_path, data_overrides):
     """The tts_separation debug recipe as it is (no checkpoint setting): killed after a few epochs,
     the run folder holds last.ckpt/last.pt of a finished epoch and the re-run resumes there."""
@@ -101,6 +103,7 @@ def test_recipe_config_saves_every_epoch_without_any_setting_and_resumes_after_k
     assert resume and resume[-1]["step"] == saved
 
 
+@pytest.mark.slow
 def test_real_recipe_saves_by_time_inside_an_epoch_and_counts_cpu(tmp_path, data_overrides):
     """The real_separation recipe config (one epoch is 500 steps): resumable state is written by time
     inside the epoch; history and checkpoints carry the CPU seconds, summed over resumes."""
@@ -123,6 +126,7 @@ def test_real_recipe_saves_by_time_inside_an_epoch_and_counts_cpu(tmp_path, data
     assert load_checkpoint(run_dir / "last.pt")["metrics"]["cpu_s"] > cpu_before
 
 
+@pytest.mark.slow
 def test_init_from_loads_weights_and_starts_a_fresh_optimizer(tmp_path, data_overrides):
     first = tmp_path / "first"
     common = [str(CONF), *data_overrides, "trainer.max_epochs=1"]

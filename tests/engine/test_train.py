@@ -124,6 +124,7 @@ def test_atomic_checkpoint_io_never_leaves_a_partial_file(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_resumes_from_the_saved_step(tmp_path):
     run_dir = tmp_path / "run"
     config = toy_config(run_dir, max_epochs=6, checkpoint_every_n_steps=4)
@@ -187,6 +188,7 @@ def test_voxsep_train_cli(tmp_path, capsys):
     assert "voxsep: error: voxsep train: unknown option --bogus" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     run_dir = tmp_path / "ddp"
     config = toy_config(run_dir, max_epochs=2, strategy="ddp", devices=2)

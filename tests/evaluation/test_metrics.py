@@ -45,6 +45,7 @@ def cases_with_mir_eval(speech_items):
     return [(refs, est, mir_eval_sources(refs, est)) for refs, est in fixture_cases(speech_items)]
 
 
+@pytest.mark.slow
 def test_bss_eval_equals_mir_eval(cases_with_mir_eval):
     for refs, est, (sdr, sir, sar, perm) in cases_with_mir_eval:
         assert -5 < sdr.min() and sdr.max() < 30, f"fixture SDR outside the realistic range: {sdr}"
@@ -55,6 +56,7 @@ def test_bss_eval_equals_mir_eval(cases_with_mir_eval):
         np.testing.assert_array_equal(ours["perm"], perm)
 
 
+@pytest.mark.slow
 def test_bss_eval_improvements_use_the_mixture_as_estimate(cases_with_mir_eval):
     refs, est, _ = cases_with_mir_eval[0]
     mix = refs.sum(0)
@@ -68,6 +70,7 @@ def test_bss_eval_improvements_use_the_mixture_as_estimate(cases_with_mir_eval):
     np.testing.assert_allclose(ours["sar_mix"], MAX_DB)
 
 
+@pytest.mark.slow
 def test_pairwise_bss_eval_columns_do_not_depend_on_other_estimates():
     refs = filtered_noise(3, 4000, 3)
     est, _ = distorted_estimates(refs, seed=3)
@@ -83,6 +86,7 @@ def test_pairwise_bss_eval_columns_do_not_depend_on_other_estimates():
     np.testing.assert_allclose(res["sdr"], sdr, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_si_snr_matches_definition(cases_with_mir_eval):
     for refs, est, _ in cases_with_mir_eval:
         matrix = pairwise_si_snr(refs, est)

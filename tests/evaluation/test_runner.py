@@ -48,6 +48,7 @@ class Miscounter:
         return torch.tensor([0.0, 0.0, 0.7, 0.3])  # P(0..3 talkers)
 
 
+@pytest.mark.slow
 def test_runner_writes_every_output_with_the_documented_values(speech_items, tmp_path):
     model = Miscounter(speech_items)
     systems = [OracleMaskSystem("ibm"), OracleMaskSystem("irm"),
@@ -118,6 +119,7 @@ def test_interrupted_run_resumes_without_duplicates(speech_items, tmp_path):
     assert summary["results"]["m"]["all"]["n"] == 4
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_rows(speech_items, tmp_path):
     options = MetricOptions(bss=True, pesq=False, stoi=False)
     items = speech_items[:2]
@@ -157,6 +159,7 @@ def write_dataset(items, root: Path) -> Path:
     return root / "manifest_tt.jsonl"
 
 
+@pytest.mark.slow
 def test_cli_scores_estimate_folders_like_the_same_system_in_memory(speech_items, tmp_path, capsys):
     manifest = write_dataset(speech_items, tmp_path / "data")
     est_dir = tmp_path / "other_toolkit"

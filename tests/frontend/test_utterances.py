@@ -132,6 +132,7 @@ def test_weighted_sources_and_held_back_noise_files(two_corpora, tmp_path):
     assert abs(float(ratio)) < 0.5  # the recording went in at the asked SNR
 
 
+@pytest.mark.slow
 def test_voxsep_mix_takes_weighted_sources(two_corpora, tmp_path, capsys):
     from voxsep.cli import main
 

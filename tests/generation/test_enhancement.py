@@ -43,6 +43,7 @@ def tiny_enhancer() -> Enhancer:
                               gate_channels=16, skip_channels=16, output="regression"), target_field=256))
 
 
+@pytest.mark.slow
 def test_denoiser_improves_si_snr_by_3db_after_short_training():
     torch.manual_seed(0)
     model = tiny_enhancer()

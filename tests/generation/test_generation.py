@@ -173,6 +173,7 @@ def test_without_compiler_the_torch_loop_is_used(monkeypatch):
         FastGenerator(model, use_kernel=True)
 
 
+@pytest.mark.slow
 def test_loading_the_kernel_does_not_flush_denormals():
     """-ffast-math only compiles the kernel: linking with it would add crtfastmath.o, which sets
     flush-to-zero/denormals-are-zero for the whole process when the library loads (it did)."""

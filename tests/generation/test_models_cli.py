@@ -145,6 +145,7 @@ def test_vocode_command(tmp_path, corpus):
     assert _run_cli(["vocode", tmp_path / "a.wav", "-o", tmp_path / "o2", "--model", tmp_path / "e.pt"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["tts_enhancement", "tts_vocoder"])
 def test_debug_recipe_trains_and_evaluates(tmp_path, corpus, recipe):
     run_dir = tmp_path / "run"

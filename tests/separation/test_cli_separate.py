@@ -19,15 +19,6 @@ CONFIG = dict(max_speakers=3, n_filters=16, kernel_size=16, stride=8, decoder_fr
               chunk_size=20, n_blocks=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the test machine's cores are shared (OpenMP spinning is slow there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A small separator checkpoint (until a bundled default model exists)."""
@@ -100,6 +91,7 @@ def test_folder_with_one_bad_file(tmp_path, checkpoint, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_corrupt_file_is_one_line_error_without_output(tmp_path, checkpoint):
     bad = tmp_path / "corrupt.wav"
     bad.write_bytes(b"\x00\x01" * 100)

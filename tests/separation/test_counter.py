@@ -29,6 +29,7 @@ def corpus(tmp_path_factory):
     return cached_tiny_corpus(tmp_path_factory, **CORPUS)
 
 
+@pytest.mark.slow
 def test_counter_learns_a_fixed_tiny_set_without_running_the_trunk(corpus):
     torch.manual_seed(0)
     data = DynamicMixingDataset(corpus, counts=[1, 2, 3], segment=1.5, sample_rate=SR, epoch_size=24, seed=3)
@@ -59,6 +60,7 @@ def test_counter_learns_a_fixed_tiny_set_without_running_the_trunk(corpus):
     assert int(separator.count_probabilities(torch.zeros(SR)).argmax()) == 0
 
 
+@pytest.mark.slow
 def test_counter_recipe_config_trains_with_voxsep_train(corpus, tmp_path_factory, tmp_path, capsys):
     mixtures = cached_mixtures(tmp_path_factory, corpus, **SETTINGS)
     run_dir = tmp_path / "count"

@@ -17,14 +17,6 @@ SR = 8000
 POINTWISE = dict(max_speakers=3, n_filters=32, kernel_size=16, stride=8, decoder_frame_length=16, n_blocks=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_window_starts_cover_the_signal():
     for length in (10, 100, 101, 999, 1000, 12345):
         starts = window_starts(length, 100, 30)

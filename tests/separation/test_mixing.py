@@ -173,6 +173,7 @@ def test_pcm16_librimix_max_mode_and_ten_speakers(mixed_b, corpus):
     assert header[-2:] == ["source_10_path", "length"]
 
 
+@pytest.mark.slow
 def test_deterministic_and_workers_give_identical_output(mixed_a, corpus, tmp_path):
     # each (seed, count, split) has its own random stream: the 2-talker mixtures come out the same
     # when made alone, and with two worker processes

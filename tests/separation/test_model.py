@@ -159,6 +159,7 @@ def _harmonic_voice(f0, n, g, sr=8000):
     return x * env
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_two_talker_mixtures():
     """A handful of 2-talker mixtures: training must reach SI-SNRi >= 15 dB (SVoice-style loss)."""
     torch.manual_seed(0)

@@ -66,6 +66,7 @@ def test_trunk_contract_shapes_counts_and_checkpoint_round_trip(trunk, encoder, 
     assert torch.equal(again.separate(mix[1], 3)[0], model.separate(mix[1], 3)[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trunk", sorted(TINY_TRUNKS))
 def test_every_trunk_overfits_a_tiny_batch(trunk):
     """Two fixed 2-talker mixtures: 60 Adam steps must raise the SI-SNR of the 2-talker head well

@@ -37,7 +37,6 @@ def test_the_default_set_is_bundled_small_and_documented():
 def test_bundled_separation_model_counts_and_separates_unseen_voices(name):
     from separation.inference import Separator
 
-    torch.set_num_threads(2)
     net, ckpt = load_model(name, "separation")
     separator = Separator(net, int(ckpt["sample_rate"]))
     mixtures = build_demo_mixtures([2], per_count=6, sample_rate=separator.sample_rate, seed=0)

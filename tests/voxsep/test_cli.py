@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from voxsep.cli import main
 from voxsep.commands import COMMANDS
 
@@ -21,6 +23,7 @@ def test_every_command_module_has_the_interface():
         assert callable(module.add_arguments) and callable(module.run), name
 
 
+@pytest.mark.slow
 def test_user_error_is_one_line_exit_2():
     proc = subprocess.run([sys.executable, "-m", "voxsep", "bench", "no-such-benchmark"],
                           capture_output=True, text=True)

@@ -258,6 +258,7 @@ def test_build_writes_contract_manifests_and_audio(built):
     assert not list(out.rglob(".*.part*"))
 
 
+@pytest.mark.slow
 def test_same_seed_same_corpus_and_resume_repairs_damage(built, tmp_path):
     out, _ = built
     # determinism: an in-process (workers=1) rebuild gives the same manifests and samples
@@ -292,6 +293,7 @@ def test_same_seed_same_corpus_and_resume_repairs_damage(built, tmp_path):
         build_corpus(again, identities=6, utterances_per_identity=3, seed=1, progress=False)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_completes(tmp_path):
     out = tmp_path / "k"
     cmd = [sys.executable, "-m", "voxsep", "corpus", "--out", str(out), "--identities", "3",

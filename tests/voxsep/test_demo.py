@@ -68,6 +68,7 @@ def test_demo_mixtures_have_distinct_voices_and_sum():
         assert float(mix.abs().max()) <= 0.9 + 1e-6
 
 
+@pytest.mark.slow
 def test_demo_writes_a_report_whose_numbers_come_from_the_run(tmp_path, checkpoint, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--model", str(checkpoint), "--counts", "2,3"]) == 0

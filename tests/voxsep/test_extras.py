@@ -52,6 +52,7 @@ def _run_without_extras(commands: list[list[str]]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_core_commands_run_without_the_training_stack_and_extras_are_named(tmp_path):
     torch.manual_seed(0)
     enhancer = Enhancer(EnhancerConfig(

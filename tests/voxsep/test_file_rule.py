@@ -52,14 +52,6 @@ def _speech(path, seconds=0.3, seed=0):
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("argv, needs", [
     (["enhance", "IN", "-o", "OUT"], "voxsep enhance needs --model CKPT: no denoiser is bundled"),
     (["vocode", "IN", "-o", "OUT"], "voxsep vocode needs --model CKPT: no vocoder is bundled"),

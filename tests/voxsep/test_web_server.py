@@ -239,6 +239,7 @@ class _GatedSeparator:
         return summary
 
 
+@pytest.mark.slow
 def test_concurrent_jobs_are_queued_on_one_model(tmp_path, bundled_separator, web_recordings):
     gated = _GatedSeparator(bundled_separator)
     with SeparationService(gated, tmp_path / "w", Limits(max_jobs=3)) as service:
@@ -259,6 +260,7 @@ def test_concurrent_jobs_are_queued_on_one_model(tmp_path, bundled_separator, we
         assert len(spans) == 3 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # one at a time
 
 
+@pytest.mark.slow
 def test_progress_is_reported_while_a_long_file_is_separated(tmp_path, bundled_separator, web_recordings):
     with SeparationService(bundled_separator, tmp_path / "w") as service:
         job = submit_file(service, web_recordings["long"])
@@ -272,6 +274,7 @@ def test_progress_is_reported_while_a_long_file_is_separated(tmp_path, bundled_s
         assert job.result["duration"] == pytest.approx(24.0)
 
 
+@pytest.mark.slow
 def test_uploads_and_results_are_deleted_after_the_keep_time(tmp_path, bundled_separator, web_recordings):
     service = SeparationService(bundled_separator, tmp_path / "w", Limits(keep_s=0.5), sweep_interval_s=0.05)
     try:
@@ -291,6 +294,7 @@ def test_uploads_and_results_are_deleted_after_the_keep_time(tmp_path, bundled_s
     assert (tmp_path / "w").is_dir()  # but not the work folder it was given
 
 
+@pytest.mark.slow
 def test_the_denoiser_runs_on_each_talker_when_asked(tmp_path, bundled_separator, web_recordings):
     from engine.checkpoint import save_checkpoint
     from generation.enhancer import Enhancer, EnhancerConfig
@@ -351,6 +355,7 @@ def test_serve_on_a_taken_port_is_one_line(capsys):
     assert "\n" not in err and f"cannot listen on 127.0.0.1:{port}" in err
 
 
+@pytest.mark.slow
 def test_serve_command_serves_the_page_and_cleans_up(tmp_path):
     env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "voxsep", "serve", "--port", "0", "--threads", "1"],
