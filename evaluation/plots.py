@@ -22,7 +22,8 @@ from frontend import STFT, atomic_output
 DYNAMIC_RANGE_DB = 80.0
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically (Agg canvas); returns the path."""
     FigureCanvasAgg(fig)
     final = Path(path)
     with atomic_output(final) as tmp:
@@ -80,7 +81,7 @@ def plot_spectrograms(mix, refs, ests, sample_rate: int, path: str | os.PathLike
                 ax.set_xlabel("s", fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=fig.axes, shrink=0.8, aspect=30, label="dB")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix, labels: Sequence, path: str | os.PathLike, title: str | None = None) -> Path:
@@ -106,7 +107,7 @@ def plot_confusion(matrix, labels: Sequence, path: str | os.PathLike, title: str
     ax.set_ylabel("true count")
     ax.set_title(title or "count confusion", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_distribution(values: Mapping[str, Mapping[int, Sequence[float]]], path: str | os.PathLike,
@@ -146,4 +147,4 @@ def plot_distribution(values: Mapping[str, Mapping[int, Sequence[float]]], path:
         ax.legend(fontsize=8, loc="best")
     ax.set_title(title or f"{ylabel} per talker count", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from evaluation.counting import confusion_matrix, count_aware_si_snri
-from frontend import atomic_output
+from frontend import VoxsepError, atomic_output
 
 # (column in the rows, header in the Markdown table, format)
 TABLE_COLUMNS = [
@@ -130,6 +130,46 @@ def markdown_tables(summary: Mapping) -> str:
         lines.append("")
     lines += [summary.get("counting_rule", ""), ""]
     return "\n".join(lines)
+
+
+def count_table(summaries: Sequence[Mapping], systems: Sequence[str] | None = None) -> str:
+    """A compact per-count table of one or several ``summary.json`` (for READMEs and model cards).
+
+    One row per talker count (then all mixtures) and, per system, three columns: SI-SNRi with the
+    true count, SI-SNRi with the estimated count, count accuracy. For one talker, whose mixture is
+    its own reference, the SI-SNR of the output is shown instead of the (undefined) SI-SNRi.
+
+    Args:
+        summaries: ``summary.json`` contents (``voxsep evaluate`` outputs).
+        systems: keep only these systems (default: all, in order).
+
+    Raises:
+        VoxsepError: no system of ``systems`` in the summaries.
+    """
+    columns = [(name, result) for summary in summaries for name, result in summary["results"].items()
+               if not systems or name in systems]
+    if not columns:
+        raise VoxsepError(f"no system {list(systems or [])} in the summaries")
+    counts = sorted({int(c) for _, r in columns for c in r["by_count"]})
+    head = ["talkers", "mixtures"]
+    for name, _ in columns:
+        head += [f"{name}: SI-SNRi true count", f"{name}: SI-SNRi est. count", f"{name}: count acc."]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for c in counts + ["all"]:
+        row = [str(c), ""]
+        for _, result in columns:
+            r = result["by_count"].get(str(c)) if c != "all" else result["all"]
+            if r is None:
+                row += ["", "", ""]
+                continue
+            row[1] = str(r["n"])
+            if r.get("si_snri") is None and r.get("si_snr") is not None and c == 1:
+                true = f"(SI-SNR {r['si_snr']:.2f})"
+            else:
+                true = _cell(r.get("si_snri"), "db")
+            row += [true, _cell(r.get("si_snri_est"), "db"), _cell(r.get("count_acc"), "pct")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_report(out_dir: Path, summary: Mapping, rows: Mapping[str, Sequence[Mapping]]) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# WaveNet denoiser on the offline TTS corpus. Stages: 0 corpus, 1 train, 2 evaluate.
+# WaveNet denoiser on the offline TTS corpus. Stages: 0 corpus, 1 train, 2 noisy test set + evaluate.
 #   recipes/tts_enhancement/run.sh [--stage N] [--stop-stage N] [--corpus DIR] [--conf FILE] [--debug]
 # Hyper-parameters live in conf.yaml only; this script passes paths.
 set -euo pipefail
@@ -28,7 +28,11 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   n=200; [ "$debug" = 1 ] && n=4
-  echo "stage 2: evaluating $run_dir/best.pt on the test split"
-  python recipes/tts_enhancement/evaluate.py --model "$run_dir/best.pt" --manifest "$manifest" \
-    --n-utterances "$n" --out "$run_dir/eval"
+  testset="$run_dir/testset"
+  echo "stage 2: $n noisy test utterances (test speakers, 0-10 dB) -> $testset; evaluating $run_dir/best.pt"
+  if [ ! -f "$testset/pairs_tt.csv" ]; then
+    voxsep mix --enhancement "$conf" --speech "$manifest" --out "$testset" --splits tt --n-mixtures "$n" \
+      --snr 0:10 --max-seconds 6 --overwrite
+  fi
+  voxsep evaluate --task enhancement --model "$run_dir/best.pt" --data "$testset" --split tt --out "$run_dir/eval"
 fi

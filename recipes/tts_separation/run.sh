@@ -46,4 +46,5 @@ fi
 if [ "$STAGE" -le 4 ] && [ "$STOP" -ge 4 ]; then
   echo "stage 4: evaluate $RUN/best.pt on the test mixtures -> $RUN/eval"
   voxsep evaluate --model "$RUN/best.pt" --data "$MIX" --split tt --out "$RUN/eval"
+  voxsep evaluate --table "$RUN/eval/summary.json"     # the compact per-count table
 fi

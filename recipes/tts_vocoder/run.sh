@@ -28,7 +28,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   n=20; [ "$debug" = 1 ] && n=2
-  echo "stage 2: evaluating $run_dir/best.pt on the test split"
-  python recipes/tts_vocoder/evaluate.py --model "$run_dir/best.pt" --manifest "$manifest" \
-    --n-utterances "$n" --out "$run_dir/eval"
+  echo "stage 2: evaluating $run_dir/best.pt on the test split (against Griffin-Lim)"
+  voxsep evaluate --task vocoder --model "$run_dir/best.pt" --data "$manifest" --split test \
+    --max-items "$n" --max-seconds 3 --out "$run_dir/eval"
 fi

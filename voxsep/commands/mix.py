@@ -1,9 +1,20 @@
-"""`voxsep mix`: make wsj0-mix / LibriMix style mixtures of 1..C talkers.
+"""`voxsep mix`: make wsj0-mix / LibriMix style mixtures of 1..C talkers, or noisy/clean pairs.
 
 Example::
 
     voxsep mix --speech corpus/manifest_8k.jsonl --out data/mix --speakers 1-5 \\
         --n-mixtures tr=2000,cv=500,tt=300 --gains wsj0 --mode min
+
+With ``--enhancement CONFIG.yaml`` it writes noisy/clean pairs for evaluating denoisers instead,
+made with the data settings of that enhancement training config (speaker split, noise recordings
+split by file, generated noise, SNR range, rooms; :mod:`voxsep.noisy_pairs`)::
+
+    voxsep mix --enhancement recipes/real_enhancement/conf.yaml --speech DATA/speech --noise DATA/noise \\
+        --out data/real_enhancement/valid --splits cv --n-mixtures 200
+
+``--speech``, ``--noise``, ``--snr``, ``--split-fractions`` and ``--sample-rate`` then replace the
+config's values when given; ``--speakers``, ``--gains``, ``--mode`` and the other mixing options do
+not apply.
 """
 from __future__ import annotations
 
@@ -59,7 +70,12 @@ def parse_n_mixtures(text: str, splits: list[str]) -> dict[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--speech", required=True, action="append", metavar="TABLE|MANIFEST|DIR",
+    parser.add_argument("--enhancement", default=None, metavar="CONFIG.yaml",
+                        help="write noisy/clean pairs for denoisers with the data settings of this enhancement "
+                             "training config (its speaker split, noise recordings, SNR range, rooms)")
+    parser.add_argument("--max-seconds", type=float, default=8.0,
+                        help="with --enhancement: utterances are cut to this length (default 8)")
+    parser.add_argument("--speech", action="append", metavar="TABLE|MANIFEST|DIR",
                         help="utterance table (CSV: path, speaker, ...), manifest (jsonl), a corpus "
                              "folder with manifest_*.jsonl, a LibriSpeech-style folder (speaker/chapter/*.flac) or any folder of "
                              "single-talker files (with --speaker-rule); repeat it to mix several sources")
@@ -70,21 +86,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speakers", default="1-5", help="talker counts, e.g. 1-5 or 2,3,10 (default 1-5)")
     parser.add_argument("--n-mixtures", default="100", metavar="N",
                         help="mixtures per count and split: N, or tr=N,cv=N,tt=N (default 100)")
-    parser.add_argument("--sample-rate", type=int, default=8000, help="output rate in Hz (default 8000)")
+    parser.add_argument("--sample-rate", type=int, default=None,
+                        help="output rate in Hz (default 8000; --enhancement: the config's)")
     parser.add_argument("--mode", choices=["min", "max"], default="min",
                         help="min: truncate to the shortest utterance; max: pad to the longest")
     parser.add_argument("--gains", choices=["wsj0", "librimix"], default="wsj0",
                         help="wsj0: active-level normalised +-2.5 dB; librimix: [-33, -25] LUFS")
-    parser.add_argument("--noise", default="none", metavar="none|colored|white|pink|brown|DIR",
-                        help="add noise: generated coloured noise or excerpts of files in DIR")
-    parser.add_argument("--snr", default="10-20", help="noise SNR range in dB re the talkers' sum (default 10-20)")
+    parser.add_argument("--noise", default=None, metavar="none|colored|white|pink|brown|DIR",
+                        help="add noise: generated coloured noise or excerpts of files in DIR (default none; "
+                             "--enhancement: noise recordings, a folder or table, none for generated noise only)")
+    parser.add_argument("--snr", default=None,
+                        help="noise SNR range in dB re the talkers' sum (default 10-20; --enhancement: the config's)")
     parser.add_argument("--speaker-rule", default=None, metavar="REGEX",
                         help="for folders: regex on the relative path whose first group is the speaker")
-    parser.add_argument("--splits", default="tr,cv,tt", help="splits to make (default tr,cv,tt)")
-    parser.add_argument("--split-fractions", default="0.8,0.1,0.1",
+    parser.add_argument("--splits", default=None, help="splits to make (default tr,cv,tt; --enhancement: cv)")
+    parser.add_argument("--split-fractions", default=None,
                         help="shares of the speakers in train,valid,test for inputs that name no split "
                              "(folders, tables without a split column); the split of a speaker does "
-                             "not depend on --splits (default 0.8,0.1,0.1)")
+                             "not depend on --splits (default 0.8,0.1,0.1; --enhancement: the config's)")
     parser.add_argument("--format", choices=["float", "pcm16"], default="float",
                         help="wav sample format: float (exact sums, default) or pcm16")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -95,16 +114,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
 
+def _fractions(text: str) -> list[float]:
+    try:
+        fractions = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise VoxsepError(f"--split-fractions: cannot read {text!r}") from None
+    if len(fractions) != 3:
+        raise VoxsepError(f"--split-fractions: give 3 shares (train, valid, test), got {text!r}")
+    return fractions
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.enhancement:
+        return _run_enhancement(args)
     from separation.mixing import MixConfig, make_mixtures, normalize_split
 
-    splits = [normalize_split(s) for s in args.splits.split(",") if s.strip()]
-    try:
-        fractions = [float(x) for x in args.split_fractions.split(",")]
-    except ValueError:
-        raise VoxsepError(f"--split-fractions: cannot read {args.split_fractions!r}") from None
-    if len(fractions) != 3:
-        raise VoxsepError(f"--split-fractions: give 3 shares (train, valid, test), got {args.split_fractions!r}")
+    if not args.speech:
+        raise VoxsepError("--speech is required (an utterance table, manifest or folder)")
+    splits = [normalize_split(s) for s in (args.splits or "tr,cv,tt").split(",") if s.strip()]
+    fractions = _fractions(args.split_fractions or "0.8,0.1,0.1")
     weights = None
     if args.speech_weights is not None:
         try:
@@ -116,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = MixConfig(
         speech=args.speech[0] if len(args.speech) == 1 else args.speech, speech_weights=weights,
         out=args.out, speakers=parse_counts(args.speakers),
-        n_mixtures=parse_n_mixtures(args.n_mixtures, splits), sample_rate=args.sample_rate,
-        mode=args.mode, gains=args.gains, noise=args.noise, snr=parse_range(args.snr, "--snr"),
+        n_mixtures=parse_n_mixtures(args.n_mixtures, splits), sample_rate=args.sample_rate or 8000,
+        mode=args.mode, gains=args.gains, noise=args.noise or "none", snr=parse_range(args.snr or "10-20", "--snr"),
         speaker_rule=args.speaker_rule, splits=splits, split_fractions=fractions, seed=args.seed,
         workers=args.workers, format=args.format, overwrite=args.overwrite, check=args.check,
     )
@@ -125,4 +153,39 @@ def run(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     per = ", ".join(f"{s} {n}" for s, n in counts.items())
     print(f"wrote {total} mixtures ({per}) of {','.join(map(str, cfg.speakers))} talkers to {args.out}")
+    return 0
+
+
+def _run_enhancement(args: argparse.Namespace) -> int:
+    """``--enhancement CONFIG``: noisy/clean pairs with the config's data settings (voxsep.noisy_pairs)."""
+    import importlib.util
+
+    from frontend.utterances import normalize_split
+    from voxsep.extras import extra_message
+
+    if importlib.util.find_spec("yaml") is None:  # the one module of [train] this needs
+        raise VoxsepError(extra_message("voxsep mix --enhancement (a YAML config)", "train"))
+    from engine.config import read_yaml
+    from voxsep.noisy_pairs import write_noisy_pairs
+
+    config = read_yaml(args.enhancement)
+    if config.get("task") != "enhancement":
+        raise VoxsepError(f"{args.enhancement}: not an enhancement config (task: {config.get('task')!r})")
+    data = dict(config.get("data") or {})
+    if args.speech:
+        if len(args.speech) > 1:
+            raise VoxsepError("--enhancement takes one --speech source")
+        data["manifest"] = args.speech[0]
+    if args.noise is not None:
+        data["noise_files"] = None if args.noise == "none" else args.noise
+    if args.snr is not None:
+        data["snr_db"] = list(parse_range(args.snr, "--snr"))
+    if args.split_fractions is not None:
+        data["fractions"] = _fractions(args.split_fractions)
+    splits = [normalize_split(s) for s in (args.splits or "cv").split(",") if s.strip()]
+    rate = int(args.sample_rate or config.get("sample_rate") or 16000)
+    counts = write_noisy_pairs(data, rate, args.out, parse_n_mixtures(args.n_mixtures, splits),
+                               max_seconds=args.max_seconds, seed=args.seed, overwrite=args.overwrite)
+    per = ", ".join(f"{s} {n}" for s, n in counts.items())
+    print(f"wrote {sum(counts.values())} noisy/clean pairs ({per}) at {rate} Hz to {args.out}")
     return 0
