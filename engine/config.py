@@ -54,6 +54,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "num_workers": 2, "accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": 32,
     "val_every_n_epochs": 1, "limit_train_batches": None, "limit_val_batches": None,
     "log_every_n_steps": 10, "seed": 0, "checkpoint_every_n_steps": None, "checkpoint_every_minutes": 5.0,
+    "ema_decay": None,
     "monitor": "loss", "monitor_mode": "min", "progress_bar": True,
 }
 
@@ -62,7 +63,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 RESUMABLE_CHANGES = frozenset(
     f"trainer.{k}" for k in (
         "max_epochs", "max_steps", "max_time_minutes", "num_workers", "accelerator", "devices",
-        "strategy", "log_every_n_steps", "checkpoint_every_n_steps", "checkpoint_every_minutes", "limit_val_batches",
+        "strategy", "log_every_n_steps", "checkpoint_every_n_steps", "checkpoint_every_minutes", "ema_decay", "limit_val_batches",
         "val_every_n_epochs", "progress_bar",
     )
 ) | {"run_dir", "init_from"}
@@ -76,7 +77,7 @@ _TRAINER_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "devices": ((int, str, list), False), "strategy": ((str,), False), "precision": ((int, str), False),
     "val_every_n_epochs": (_INT, True), "limit_train_batches": (_NUM, True),
     "limit_val_batches": (_NUM, False), "log_every_n_steps": (_INT, True), "seed": (_INT, False),
-    "checkpoint_every_n_steps": (_INT, True), "checkpoint_every_minutes": (_NUM, True), "monitor": ((str,), False),
+    "checkpoint_every_n_steps": (_INT, True), "checkpoint_every_minutes": (_NUM, True), "ema_decay": (_NUM, True), "monitor": ((str,), False),
     "monitor_mode": ((str,), False), "progress_bar": ((bool,), False),
 }
 
@@ -259,6 +260,8 @@ def resolve_config(raw: Mapping[str, Any]) -> dict:
     trainer = _fill("trainer", raw.get("trainer"), TRAINER_DEFAULTS)
     for key, (types, positive) in _TRAINER_TYPES.items():
         _check_type(f"trainer.{key}", trainer[key], types, positive, TRAINER_DEFAULTS[key] is None)
+    if trainer["ema_decay"] is not None and not 0 < trainer["ema_decay"] < 1:
+        raise VoxsepError(f"trainer.ema_decay must be between 0 and 1 (e.g. 0.999), got {trainer['ema_decay']}")
     if trainer["monitor_mode"] not in ("min", "max"):
         raise VoxsepError(f"trainer.monitor_mode must be min or max, got {trainer['monitor_mode']!r}")
     if trainer["max_epochs"] < 1 and trainer["max_steps"] < 1 and trainer["max_time_minutes"] is None:

@@ -15,6 +15,10 @@ with SIGKILL loses at most a few minutes. History lines carry ``cpu_s``: the CPU
 used (this process and its finished children, summed over resumed segments), so that quality can be
 plotted against training compute.
 
+With ``trainer.ema_decay`` (e.g. 0.999) the run keeps an exponential moving average of the
+weights: validation, ``best.pt`` and ``last.pt`` use the average (training goes on with the raw
+weights; both are in ``last.ckpt``).
+
 ``init_from`` (config top level) starts a new run from the weights of voxsep checkpoints with a
 fresh optimizer: ``PATH`` loads every matching key, ``PART=PATH`` only the keys under ``PART.``
 (e.g. ``counter=runs/count/best.pt``); later entries override earlier ones. Keys whose shapes
@@ -272,6 +276,40 @@ class RunFiles(pl.Callback):
         self.save_every_steps = config["trainer"].get("checkpoint_every_n_steps")
         self._last_save = time.monotonic()
         self.init_report: dict[str, Any] | None = None
+        decay = config["trainer"].get("ema_decay")
+        self.ema_decay = float(decay) if decay else None
+        #: exponential moving average of the weights (``trainer.ema_decay``), or None
+        self.ema: dict[str, torch.Tensor] | None = None
+        self._raw: dict[str, torch.Tensor] | None = None  # trained weights while the average is swapped in
+
+    # -- weight averaging
+    def _update_ema(self, model: nn.Module, step: int) -> None:
+        """EMA of the weights, with the usual warm-up (decay ``min(d, (1 + step) / (10 + step))``)."""
+        decay = min(self.ema_decay, (1 + step) / (10 + step))
+        state = model.state_dict()
+        if self.ema is None:
+            self.ema = {k: v.detach().clone() for k, v in state.items()}
+            return
+        with torch.no_grad():
+            for key, value in state.items():
+                if value.is_floating_point():
+                    self.ema[key].mul_(decay).add_(value.detach(), alpha=1 - decay)
+                else:
+                    self.ema[key].copy_(value)
+
+    def _swap_in(self, model: nn.Module) -> None:
+        if self.ema is not None and self._raw is None:
+            self._raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(self.ema)
+
+    def _swap_out(self, model: nn.Module) -> None:
+        if self._raw is not None:
+            model.load_state_dict(self._raw)
+            self._raw = None
+
+    def _weights(self, model: nn.Module) -> nn.Module | dict[str, torch.Tensor]:
+        """What last.pt/best.pt hold: the averaged weights when averaging, else the model's."""
+        return self.ema if (self.ema is not None and self._raw is None) else model
 
     def cpu_seconds(self) -> float:
         """CPU seconds used by this run so far, over every resumed segment."""
@@ -279,11 +317,13 @@ class RunFiles(pl.Callback):
 
     # -- state kept in last.ckpt
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_step": self.best_step, "cpu_s": self.cpu_seconds()}
+        return {"best": self.best, "best_step": self.best_step, "cpu_s": self.cpu_seconds(), "ema": self.ema}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")
         self.best_step = state_dict.get("best_step", -1)
+        if self.ema_decay is not None and state_dict.get("ema") is not None:
+            self.ema = {k: v.clone() for k, v in state_dict["ema"].items()}
         self.cpu_before = float(state_dict.get("cpu_s", 0.0))
         self._cpu_start = process_cpu_seconds()
 
@@ -293,7 +333,8 @@ class RunFiles(pl.Callback):
         save_checkpoint(
             self.run_dir / name, task=self.task.checkpoint_task or self.task.name, model_name=self.config["model"]["name"],
             model_config=_model_config(pl_module.model, self.config), sample_rate=self.config["sample_rate"],
-            model=pl_module.model, train_config=self.config, step=trainer.global_step, metrics=metrics,
+            model=self._weights(pl_module.model), train_config=self.config, step=trainer.global_step,
+            metrics=metrics,
         )
 
     def _append(self, record: Mapping[str, Any]) -> None:
@@ -337,6 +378,8 @@ class RunFiles(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: TaskModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if self.ema_decay is not None:
+            self._update_ema(pl_module.model, trainer.global_step)
         if self.save_every_steps and trainer.global_step % self.save_every_steps == 0:
             self.save_resumable(trainer)
             return
@@ -352,9 +395,13 @@ class RunFiles(pl.Callback):
         # Lightning steps epoch schedulers before on_train_epoch_end: note the lr this epoch uses now
         self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
 
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
+        self._swap_in(pl_module.model)  # validate (and keep as best) the averaged weights
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
         if not trainer.sanity_checking:
             self._maybe_best(trainer, pl_module)
+        self._swap_out(pl_module.model)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: TaskModule) -> None:
         train_means = pl_module.finish_train_epoch()  # every process: pools over DDP

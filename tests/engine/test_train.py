@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint, model_from_checkpoint
+from engine.checkpoint import build_model, load_checkpoint, model_from_checkpoint
 from engine.config import read_yaml, resolve_config
 from engine.train import AtomicCheckpointIO, read_history, train
 from frontend.errors import VoxsepError
@@ -248,3 +248,35 @@ def test_max_time_stops_and_a_longer_limit_resumes(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == stopped + 8 * (3 - done)
     resume = [r for r in read_history(tmp_path / "run") if r.get("event") == "resume"]
     assert [r["step"] for r in resume] == [stopped]
+
+
+def test_ema_weights_are_validated_saved_and_resumed(tmp_path):
+    """trainer.ema_decay: best.pt/last.pt hold the moving average (validated), last.ckpt holds both;
+    the average's validation loss is the logged one; a resumed run goes on averaging."""
+    run_dir = tmp_path / "run"
+    config = toy_config(run_dir, max_epochs=2, ema_decay=0.9)
+    train(config)
+    state = torch.load(run_dir / "last.ckpt", weights_only=True)
+    ema = next(v for k, v in state["callbacks"].items() if k.startswith("RunFiles"))["ema"]
+    raw = {k[len("model."):]: v for k, v in state["state_dict"].items()}
+    last = load_checkpoint(run_dir / "last.pt")["state_dict"]
+    assert all(torch.equal(last[k], ema[k]) for k in last)
+    assert not torch.equal(last["linear.weight"], raw["linear.weight"])
+    # the logged validation loss is that of the averaged weights (best.pt = the average at that step)
+    best = load_checkpoint(run_dir / "best.pt")
+    task = toy_task.ToyRegressionTask()
+    model = build_model("toy_linear", best["model_config"])
+    model.load_state_dict(best["state_dict"])
+    valid = task.build_datasets(config["data"], 8000)[1]
+    batch = task.collate([valid[i] for i in range(len(valid))])
+    with torch.no_grad():
+        loss = float(task.loss(model, batch)[0])
+    logged = min(r["val/loss"] for r in read_history(run_dir) if "val/loss" in r)
+    assert loss == pytest.approx(logged, rel=1e-4)
+    # resumed with one more epoch: the average continues from the saved one
+    train(toy_config(run_dir, max_epochs=3, ema_decay=0.9))
+    assert [r["step"] for r in read_history(run_dir) if r.get("event") == "resume"] == [16]
+    again = load_checkpoint(run_dir / "last.pt")["state_dict"]
+    assert not torch.equal(again["linear.weight"], last["linear.weight"])
+    with pytest.raises(VoxsepError, match="ema_decay must be between 0 and 1"):
+        train(toy_config(tmp_path / "bad", ema_decay=1.5))
