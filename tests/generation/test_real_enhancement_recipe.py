@@ -1,0 +1,98 @@
+"""recipes/real_enhancement: run.sh with conf_debug.yaml on tiny data, every stage as a user runs it
+(validation pairs of held-back speakers and noise files, training with the SI-SNR + multi-resolution
+STFT loss and simulated rooms, evaluation on the validation pairs and on real-style pairs)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint
+from engine.config import read_yaml
+from frontend import save_audio
+from frontend.utterances import noise_recordings, read_utterances
+from tests.evaluation.speech import espeak_utterance
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "real_enhancement"
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """DATA/speech-like table (2 corpora, 24 speakers), DATA/noise-like folder (11 recordings) and a
+    VoiceBank-DEMAND-like folder of 2 noisy/clean pairs."""
+    root = tmp_path_factory.mktemp("real_enhancement")
+    cache = tmp_path_factory.mktemp("espeak")
+    rows = ["path,speaker,corpus,seconds"]
+    for k in range(24):
+        corpus = "so" if k < 12 else "ls"
+        wav = np.roll(espeak_utterance(k % 6, SR, 1.0, cache), 211 * k)
+        save_audio(root / "speech" / corpus / f"{k:02d}.flac", torch.from_numpy(wav), SR)
+        rows.append(f"{corpus}/{k:02d}.flac,{corpus}{k:02d},{corpus},1.0")
+    (root / "speech" / "manifest.csv").write_text("\n".join(rows) + "\n")
+    rng = np.random.default_rng(0)
+    for k in range(11):
+        save_audio(root / "noise" / f"n{k:02d}.flac", torch.from_numpy(rng.normal(0, 0.1, SR // 2)).float(), SR)
+    for k in range(2):
+        clean = espeak_utterance(10 + k, SR, 1.0, cache)
+        save_audio(root / "pairs" / "clean" / f"p{k}.flac", torch.from_numpy(clean), SR)
+        noisy = clean + rng.normal(0, 0.05, clean.size).astype(np.float32)
+        save_audio(root / "pairs" / "noisy" / f"p{k}.flac", torch.from_numpy(noisy), SR)
+    return root
+
+
+def test_conf_is_the_documented_cpu_recipe():
+    conf = read_yaml(RECIPE / "conf.yaml")
+    assert conf["task"] == "enhancement" and conf["sample_rate"] == 16000
+    assert conf["task_options"]["loss"] == {"si_snr": 1.0, "mrstft": 1.0}
+    data = conf["data"]
+    assert data["manifest"] == "DATA/speech/manifest.csv" and data["noise_files"] == "DATA/noise"
+    assert data["fractions"] == [0.91, 0.09, 0.0] and data["snr_db"] == [-5, 20]
+    # the same speaker split as recipes/real_separation (one rule for the project)
+    separation = read_yaml(ROOT / "recipes" / "real_separation" / "conf.yaml")
+    assert separation["data"]["train"]["utterances"][0]["fractions"] == data["fractions"]
+
+
+@pytest.mark.slow
+def test_debug_recipe_runs_every_stage(tiny_data, tmp_path):
+    pytest.importorskip("pyroomacoustics")  # conf_debug.yaml simulates rooms ([rooms] extra, in [dev])
+    bin_dir = tmp_path / "bin"  # `voxsep` of this checkout, whatever is installed
+    bin_dir.mkdir()
+    (bin_dir / "voxsep").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m voxsep "$@"\n')
+    (bin_dir / "voxsep").chmod(0o755)
+    data, run = tmp_path / "data", tmp_path / "run"
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT), CONF=str(RECIPE / "conf_debug.yaml"), SPEECH=str(tiny_data / "speech"),
+               NOISE=str(tiny_data / "noise"), REAL_PAIRS=str(tiny_data / "pairs"), DATA=str(data), RUN=str(run),
+               N_VALID="3")
+    proc = subprocess.run([str(RECIPE / "run.sh")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # stage 1: validation pairs of held-back speakers and noise recordings only
+    with open(data / "valid" / "pairs_cv.csv", newline="") as f:
+        pairs = list(csv.DictReader(f))
+    held_back = {u.speaker for u in read_utterances(tiny_data / "speech", "valid", fractions=[0.91, 0.09, 0.0])}
+    assert len(pairs) == 3 and {p["speaker"] for p in pairs} <= held_back
+    valid_noise = {p.name for p in noise_recordings(tiny_data / "noise", "valid")}
+    assert all(p["noise"].removeprefix("file:") in valid_noise for p in pairs if p["noise"].startswith("file:"))
+    # stage 2: trained with the configured loss; validation SI-SNRi picks best.pt
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    epochs = [h for h in history if "val/si_snri" in h]
+    assert len(epochs) == 2 and all("train/loss_mrstft" in h and "train/loss_si_snr" in h for h in epochs)
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["task"] == "enhancement" and ckpt["sample_rate"] == SR
+    # stage 3: the table on both sets, the denoiser beside the baselines
+    for folder, n in (("eval_valid", 3), ("eval_real", 2)):
+        result = json.loads((run / folder / "results.json").read_text())
+        assert result["n"] == n and result["systems"][0] == "noisy" and result["systems"][-1] == "ours"
+        assert {"wiener", "stft_wiener"} <= set(result["systems"])
+        assert np.isfinite(result["summary"]["all"]["ours/si_snr"])
+        assert (run / folder / "results.md").is_file() and (run / folder / "plots" / "enhancement.png").is_file()
+    assert "| ours |" in proc.stdout
