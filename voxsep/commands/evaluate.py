@@ -93,9 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=3.0,
                         help="vocoder: utterances are cut to this length (default 3)")
     parser.add_argument("--temperature", type=float, default=1.0, help="vocoder: sampling temperature (default 1)")
-    parser.add_argument("--split-fractions", default="0.8,0.1,0.1",
+    parser.add_argument("--split-fractions", default=None,
                         help="vocoder: speaker shares of train,valid,test for records that name no split "
-                             "(the rule of voxsep mix; default 0.8,0.1,0.1)")
+                             "(the rule of voxsep mix; default: the checkpoint's training data.fractions, "
+                             "else 0.8,0.1,0.1)")
 
 
 # ------------------------------------------------------------------------------------- data
@@ -326,17 +327,22 @@ def _run_vocoder(args) -> int:
     from evaluation.vocoding import MelSettings, evaluate_vocoder
     from frontend.utterances import read_utterances
     from generation.losses import discretized_logistic_mixture_nll, mulaw_cross_entropy
-    from voxsep.pipelines import load_vocoder
+    from voxsep.registry import load_model
 
     specs = _model_specs(args)
     if len(specs) != 1 or args.estimates:
         raise VoxsepError("--task vocoder takes one --model (a vocoder checkpoint) and no --estimates")
-    try:
-        fractions = [float(x) for x in args.split_fractions.split(",")]
-    except ValueError:
-        raise VoxsepError(f"--split-fractions: cannot read {args.split_fractions!r}") from None
     label, spec = _label(specs[0])
-    vocoder = load_vocoder(spec)
+    vocoder, ckpt = load_model(spec, "vocoder")
+    vocoder.sample_rate = int(ckpt["sample_rate"])
+    if args.split_fractions is not None:
+        try:
+            fractions = [float(x) for x in args.split_fractions.split(",")]
+        except ValueError:
+            raise VoxsepError(f"--split-fractions: cannot read {args.split_fractions!r}") from None
+    else:  # the split the vocoder was trained with: its held-back speakers stay held back
+        train_data = (ckpt.get("train_config") or {}).get("data") or {}
+        fractions = list(train_data.get("fractions") or (0.8, 0.1, 0.1))
     c = vocoder.config
     settings = MelSettings(vocoder.sample_rate, c.n_fft, c.hop_length, c.n_mels, c.f_min, c.f_max)
     split = args.split or "tt"

@@ -1,6 +1,7 @@
-"""recipes/real_enhancement: run.sh with conf_debug.yaml on tiny data, every stage as a user runs it
-(validation pairs of held-back speakers and noise files, training with the SI-SNR + multi-resolution
-STFT loss and simulated rooms, evaluation on the validation pairs and on real-style pairs)."""
+"""recipes/real_enhancement and recipes/real_vocoder: run.sh with conf_debug.yaml on tiny data, every
+stage as a user runs it (enhancement: validation pairs of held-back speakers and noise files, training
+with the SI-SNR + multi-resolution STFT loss and simulated rooms, evaluation on the validation pairs
+and on real-style pairs; vocoder: training, evaluation on held-back speakers against Griffin-Lim)."""
 from __future__ import annotations
 
 import csv
@@ -22,6 +23,7 @@ from tests.evaluation.speech import espeak_utterance
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "real_enhancement"
+VOCODER = ROOT / "recipes" / "real_vocoder"
 SR = 16000
 
 
@@ -61,19 +63,25 @@ def test_conf_is_the_documented_cpu_recipe():
     assert separation["data"]["train"]["utterances"][0]["fractions"] == data["fractions"]
 
 
+def _run_recipe(run_sh: Path, tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
+    """``run.sh`` from the repository root with ``variables`` in its environment and `voxsep` of
+    this checkout first on the PATH (whatever is installed)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "voxsep").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m voxsep "$@"\n')
+    (bin_dir / "voxsep").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT), **variables)
+    return subprocess.run([str(run_sh)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.slow
 def test_debug_recipe_runs_every_stage(tiny_data, tmp_path):
     pytest.importorskip("pyroomacoustics")  # conf_debug.yaml simulates rooms ([rooms] extra, in [dev])
-    bin_dir = tmp_path / "bin"  # `voxsep` of this checkout, whatever is installed
-    bin_dir.mkdir()
-    (bin_dir / "voxsep").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m voxsep "$@"\n')
-    (bin_dir / "voxsep").chmod(0o755)
     data, run = tmp_path / "data", tmp_path / "run"
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(ROOT), CONF=str(RECIPE / "conf_debug.yaml"), SPEECH=str(tiny_data / "speech"),
-               NOISE=str(tiny_data / "noise"), REAL_PAIRS=str(tiny_data / "pairs"), DATA=str(data), RUN=str(run),
-               N_VALID="3")
-    proc = subprocess.run([str(RECIPE / "run.sh")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = _run_recipe(RECIPE / "run.sh", tmp_path, CONF=str(RECIPE / "conf_debug.yaml"),
+                       SPEECH=str(tiny_data / "speech"), NOISE=str(tiny_data / "noise"),
+                       REAL_PAIRS=str(tiny_data / "pairs"), DATA=str(data), RUN=str(run), N_VALID="3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     # stage 1: validation pairs of held-back speakers and noise recordings only
     with open(data / "valid" / "pairs_cv.csv", newline="") as f:
@@ -96,3 +104,25 @@ def test_debug_recipe_runs_every_stage(tiny_data, tmp_path):
         assert np.isfinite(result["summary"]["all"]["ours/si_snr"])
         assert (run / folder / "results.md").is_file() and (run / folder / "plots" / "enhancement.png").is_file()
     assert "| ours |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_debug_vocoder_recipe_trains_and_evaluates_on_held_back_speakers(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    proc = _run_recipe(VOCODER / "run.sh", tmp_path, CONF=str(VOCODER / "conf_debug.yaml"),
+                       SPEECH=str(tiny_data / "speech"), RUN=str(run), N_EVAL="2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["task"] == "vocoder" and ckpt["sample_rate"] == SR
+    result = json.loads((run / "eval" / "results.json").read_text())
+    held_back = {u.path.stem for u in read_utterances(tiny_data / "speech", "valid", fractions=[0.91, 0.09, 0.0])}
+    assert result["n"] == 2 and {r["name"] for r in result["rows"]} <= held_back  # the checkpoint's split
+    assert all(np.isfinite(result["summary"][k]) for k in ("vocoder/log_mel_rmse_db", "griffin_lim/mcd_db", "rtf"))
+    assert "Griffin-Lim" in (run / "eval" / "results.md").read_text()
+
+
+def test_vocoder_conf_is_16k_and_holds_back_the_separation_speakers():
+    conf = read_yaml(VOCODER / "conf.yaml")
+    assert conf["task"] == "vocoder" and conf["sample_rate"] == 16000
+    assert conf["data"]["fractions"] == read_yaml(RECIPE / "conf.yaml")["data"]["fractions"]
+    assert conf["model"]["config"]["hop_length"] == 256 and conf["model"]["config"]["n_fft"] == 1024
