@@ -241,6 +241,7 @@ def espeak_cache_module(tmp_path_factory):
     return tmp_path_factory.mktemp("espeak8")
 
 
+@pytest.mark.slow
 def test_voxsep_mix_enhancement_writes_held_back_pairs(speech_table, tmp_path, capsys):
     from frontend.utterances import noise_recordings, read_utterances
 
