@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", action="append", default=None, metavar="NAME",
                         help="with --table: keep only these systems (repeatable)")
     parser.add_argument("--out", default="eval_out", metavar="DIR",
-                        help="output folder; rerunning with the same folder resumes (default eval_out)")
+                        help="output folder (default eval_out); a separation run resumes in the same folder")
     parser.add_argument("--split", default=None,
                         help="split to evaluate: tt/cv/tr (default tt; enhancement: the folder's only "
                              "pairs_<split>.csv)")
