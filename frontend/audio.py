@@ -154,6 +154,29 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path`` (``.NAME.staging-PID``); when the block
+    succeeds it replaces ``path`` (an existing folder there is removed), else it is deleted: the
+    folder appears complete or not at all. The caller decides beforehand whether ``path`` may be
+    replaced."""
+    import shutil
+
+    final = Path(path)
+    staging = final.parent / f".{final.name}.staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

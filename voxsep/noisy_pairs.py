@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from frontend import VoxsepError, atomic_output, load_audio, save_audio
+from frontend import VoxsepError, atomic_folder, atomic_output, load_audio, save_audio
 from frontend.utterances import DEFAULT_FRACTIONS, NOISE_FRACTIONS, SPLIT_NAMES, noise_recordings, normalize_split
 from frontend.utterances import read_utterances
 from generation.data import NoisySpeechDataset
@@ -41,16 +40,6 @@ from generation.noise import NOISE_KINDS
 
 PEAK = 0.99
 COLUMNS = ["id", "noisy", "clean", "speaker", "utterance", "seconds", "snr_db", "noise", "room"]
-
-
-def _prepare(out: Path, overwrite: bool) -> Path:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise VoxsepError(f"{out}: exists and is not empty (use --overwrite to replace it)")
-    staging = out.parent / f".{out.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
 
 
 def write_noisy_pairs(data: Mapping[str, Any], sample_rate: int, out: str | os.PathLike,
@@ -73,23 +62,17 @@ def write_noisy_pairs(data: Mapping[str, Any], sample_rate: int, out: str | os.P
     if not data.get("manifest"):
         raise VoxsepError("the enhancement config names no speech (data.manifest; or give --speech)")
     out = Path(out)
-    staging = _prepare(out, overwrite)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise VoxsepError(f"{out}: exists and is not empty (use --overwrite to replace it)")
     written: dict[str, int] = {}
-    try:
+    with atomic_folder(out) as staging:
         for split, n in n_pairs.items():
             split = normalize_split(split)
-            if n <= 0:
-                continue
-            written[split] = _write_split(data, sample_rate, staging, split, int(n), max_seconds, seed, progress)
+            if n > 0:
+                written[split] = _write_split(data, sample_rate, staging, split, int(n), max_seconds, seed, progress)
         settings = {"data": dict(data), "sample_rate": sample_rate, "seed": seed, "max_seconds": max_seconds,
                     "pairs": written}
         (staging / "settings.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return written
 
 

@@ -9,7 +9,7 @@ import torch
 import torchaudio.functional as AF
 
 from frontend import AudioError, audio_info, find_audio_files, load_audio, save_audio
-from frontend.audio import atomic_output
+from frontend.audio import atomic_folder, atomic_output
 
 
 def _tone(sr, seconds=0.5, freq=440.0, channels=1):
@@ -133,3 +133,19 @@ def test_atomic_output_has_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "p.wav").stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_folder_appears_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "set"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(out) as staging:
+            (staging / "a.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging copy
+    with atomic_folder(out) as staging:
+        (staging / "a.txt").write_text("first")
+        assert not out.exists()
+    assert (out / "a.txt").read_text() == "first"
+    with atomic_folder(out) as staging:  # replaces the folder as a whole
+        (staging / "b.txt").write_text("second")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"] and [p.name for p in tmp_path.iterdir()] == ["set"]
