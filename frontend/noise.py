@@ -1,4 +1,4 @@
-"""Noise at a chosen level: coloured Gaussian noise, and scaling/mixing noise at an SNR.
+"""Noise at a chosen level: coloured Gaussian noise, excerpts of recordings, and scaling/mixing noise at an SNR.
 
 One copy for every task: separation's noisy mixtures (:mod:`separation.mixing`, dynamic mixing)
 and the denoiser's training data (:mod:`generation.noise`). Functions take a
@@ -68,3 +68,16 @@ def mix_at_snr(speech, noise, snr_db: float):
     if isinstance(speech, torch.Tensor):
         return mixed.to(speech.dtype)
     return np.asarray(mixed).astype(np.asarray(speech).dtype, copy=False)
+
+
+def loop_excerpt(wav, n_samples: int, rng: np.random.Generator):
+    """A random stretch of ``n_samples`` of ``wav (T,)`` (a noise recording), looped when shorter;
+    an array or tensor like ``wav``. Draws one integer from ``rng`` (the start)."""
+    size = int(wav.shape[-1])
+    if size == 0:
+        raise ValueError("loop_excerpt: empty recording")
+    if size < n_samples:
+        reps = n_samples // size + 1
+        wav = wav.repeat(reps) if isinstance(wav, torch.Tensor) else np.tile(wav, reps)
+    start = int(rng.integers(0, int(wav.shape[-1]) - n_samples + 1))
+    return wav[start:start + n_samples]

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from frontend import audio_info, load_audio
 from frontend.errors import VoxsepError
+from frontend.noise import loop_excerpt
 from frontend.utterances import Utterance, noise_recordings, read_utterances  # noqa: F401  (the tasks' readers)
 from generation.noise import NOISE_KINDS, make_noise, mix_at_snr
 from generation.rooms import RoomBank, room_config
@@ -151,10 +152,7 @@ class NoisySpeechDataset(_CropDataset):
         wav = self._noise_audio[path]
         if wav.size == 0:
             return None, ""
-        if wav.size < n_samples:
-            wav = np.tile(wav, n_samples // wav.size + 1)
-        start = int(rng.integers(0, wav.size - n_samples + 1))
-        part = wav[start:start + n_samples].astype(np.float64)
+        part = loop_excerpt(wav, n_samples, rng).astype(np.float64)
         rms = float(np.sqrt(np.mean(part ** 2)))
         if rms < 1e-6:
             return None, ""

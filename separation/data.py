@@ -40,6 +40,7 @@ import torchaudio.functional as AF
 from torch.utils.data import Dataset
 
 from frontend import VoxsepError, audio_info, load_audio, resample
+from frontend.noise import loop_excerpt
 from frontend.utterances import (  # noise_recordings: re-exported (moved to frontend, shared with generation)
     DEFAULT_FRACTIONS, Utterance, noise_recordings, normalize_split, read_utterances,
 )
@@ -614,10 +615,7 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
     def _noise_excerpt(self, n_samples: int, rng: np.random.Generator) -> torch.Tensor:
         """A random stretch of a random noise recording (looped when shorter)."""
         wav = self._noise_audio.load(self.noise_files[int(rng.integers(len(self.noise_files)))]).to(torch.float64)
-        if wav.shape[-1] < n_samples:
-            wav = wav.repeat(n_samples // max(1, wav.shape[-1]) + 1)
-        start = int(rng.integers(0, wav.shape[-1] - n_samples + 1))
-        return wav[start:start + n_samples]
+        return loop_excerpt(wav, n_samples, rng)
 
     def _filter(self, sources: torch.Tensor, rng: np.random.Generator, cfg: dict) -> torch.Tensor:
         """One random low-pass or band-pass biquad applied to every talker (a shared channel)."""

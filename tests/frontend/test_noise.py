@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from frontend.noise import COLOR_SLOPES, colored_noise, mix_at_snr, scale_to_snr, snr_gain
+from frontend.noise import COLOR_SLOPES, colored_noise, loop_excerpt, mix_at_snr, scale_to_snr, snr_gain
 from frontend.sisnr import pairwise_neg_si_snr, si_snr
 
 
@@ -81,3 +81,16 @@ def test_the_call_sites_use_the_one_copy():
     # the named colours of separation are the slopes of the shared generator
     x = separation.mixing.colored_noise(1000, "pink", np.random.default_rng(4)).numpy()
     assert np.array_equal(x, colored_noise(1000, 1.0, np.random.default_rng(4)))
+
+
+def test_loop_excerpt_is_a_stretch_of_the_recording_looped_when_short():
+    wav = np.arange(10, dtype=np.float64)
+    part = loop_excerpt(wav, 4, np.random.default_rng(0))
+    start = int(np.random.default_rng(0).integers(0, 7))
+    assert np.array_equal(part, wav[start:start + 4])
+    looped = loop_excerpt(wav, 25, np.random.default_rng(1))
+    assert looped.shape == (25,) and np.array_equal(np.diff(looped) % 10, np.full(24, 1.0))  # 0..9, 0..9, ...
+    as_tensor = loop_excerpt(torch.from_numpy(wav), 25, np.random.default_rng(1))  # the same draw on a tensor
+    assert isinstance(as_tensor, torch.Tensor) and np.array_equal(as_tensor.numpy(), looped)
+    with pytest.raises(ValueError, match="empty"):
+        loop_excerpt(np.zeros(0), 3, np.random.default_rng(0))
