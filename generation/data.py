@@ -23,7 +23,7 @@ from frontend.errors import VoxsepError
 from frontend.noise import loop_excerpt
 from frontend.utterances import Utterance, noise_recordings, read_utterances  # noqa: F401  (the tasks' readers)
 from generation.noise import NOISE_KINDS, make_noise, mix_at_snr
-from generation.rooms import RoomBank, room_config
+from frontend.rooms import RoomBank, room_config
 
 
 def _load_crop(utt: Utterance, n_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -80,7 +80,7 @@ class NoisySpeechDataset(_CropDataset):
     The noise of an item is an excerpt of a real recording with probability ``noise_file_prob``
     (when ``noise_files`` are given), else generated noise (:func:`generation.noise.make_noise`;
     babble is made of other speakers of the same utterances). With ``rooms``, a share of the items
-    first puts the speech through a simulated room (:mod:`generation.rooms`; the target is then the
+    first puts the speech through a simulated room (:mod:`frontend.rooms`; the target is then the
     early-reflection speech). The SNR is drawn uniformly from ``snr_db``: the power of the speech
     in ``noisy`` (after the room) over the noise's, over the whole crop.
 
@@ -91,7 +91,7 @@ class NoisySpeechDataset(_CropDataset):
         noise_kinds: subset of :data:`generation.noise.NOISE_KINDS`.
         noise_files: noise recordings of this split (:func:`frontend.utterances.noise_recordings`).
         noise_file_prob: share of items whose noise is a recording (when there are recordings).
-        rooms: ``None`` or room settings (:data:`generation.rooms.ROOM_DEFAULTS`; needs the
+        rooms: ``None`` or room settings (:data:`frontend.rooms.ROOM_DEFAULTS`; needs the
             ``[rooms]`` extra).
     """
 

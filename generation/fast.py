@@ -114,7 +114,6 @@ class FastGenerator:
             raise RuntimeError("the WaveNet C kernel could not be built (no C compiler?)")
         with torch.no_grad():
             layers = model.layers
-            k, r, g, s = c.kernel_size, c.residual_channels, c.gate_channels, c.skip_channels
             f32 = dict(dtype=torch.float32, copy=True)
             # dilated conv weight (2G, R, k) -> (k, R, 2G): tap i (oldest first) x input -> output
             self.w_conv = torch.stack([l.dilated.weight.permute(2, 1, 0) for l in layers]).to(**f32).contiguous()

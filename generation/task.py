@@ -20,7 +20,7 @@ Data config (both tasks)::
       noise_file_prob: 0.5     #   split by file (noise_file_fractions, train/valid/test), used for
       noise_file_fractions: [0.75, 0.25, 0.0]   # this share of the items (else generated noise)
       rooms: null              # simulated rooms ([rooms] extra): {prob, rt60, size, n_rooms,
-                               #   target, early_ms} (generation.rooms.ROOM_DEFAULTS)
+                               #   target, early_ms} (frontend.rooms.ROOM_DEFAULTS)
 
 Enhancement ``task_options``::
 

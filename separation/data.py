@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 
 from frontend import VoxsepError, audio_info, load_audio, resample
 from frontend.noise import loop_excerpt
+from frontend.rooms import RoomBank, room_config
 from frontend.utterances import (  # noise_recordings: re-exported (moved to frontend, shared with generation)
     DEFAULT_FRACTIONS, Utterance, noise_recordings, normalize_split, read_utterances,
 )
@@ -368,7 +369,9 @@ DEFAULT_AUGMENT = {
     "filter": {"prob": 0.3, "lowpass_hz": [1500.0, 3800.0], "bandpass_hz": [500.0, 2000.0], "q": 0.707},
     "noise": {"prob": 0.3, "snr_db": [10.0, 30.0], "colors": list(NOISE_COLORS), "files": None,
               "file_prob": 0.5, "file_fractions": [0.75, 0.25, 0.0]},
-    "reverb": {"prob": 0.3, "rt60": [0.1, 0.5]},         # exponentially decaying noise IR
+    # method "synthetic": exponentially decaying noise IR; "rooms": simulated shoebox rooms
+    # (pyroomacoustics, the [rooms] extra; frontend.rooms), a bank of n_rooms drawn from the seed
+    "reverb": {"prob": 0.3, "rt60": [0.1, 0.5], "method": "synthetic", "n_rooms": 64},
 }
 
 
@@ -520,6 +523,13 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
         self.seed = int(seed)
         self.epoch = 0
         self.augment = _augment_config(augment)
+        self._rooms = None
+        reverb = self.augment.get("reverb")
+        if reverb and reverb["method"] not in ("synthetic", "rooms"):
+            raise ValueError(f"augmentation reverb: method must be 'synthetic' or 'rooms', got {reverb['method']!r}")
+        if reverb and reverb["method"] == "rooms":
+            self._rooms = RoomBank(room_config({"rt60": reverb["rt60"], "n_rooms": reverb["n_rooms"], "prob": 1.0,
+                                                "target": "reverberant"}), sample_rate, seed)
         self.noise_files: list[Path] = []
         noise_cfg = self.augment.get("noise")
         if noise_cfg and noise_cfg.get("files"):
@@ -585,8 +595,11 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
                 speed = round(float(rng.uniform(*aug["speed"]["range"])), 2)  # 1 % steps: small filters
             wav = self._crop(self._audio.load(utt.path).to(torch.float64), rng, speed)
             if "reverb" in aug and rng.random() < aug["reverb"]["prob"]:
-                rir = synthetic_rir(float(rng.uniform(*aug["reverb"]["rt60"])), self.sample_rate, rng)
-                wav = AF.fftconvolve(wav, rir)[: wav.shape[-1]]
+                if self._rooms is not None:
+                    wav = torch.from_numpy(self._rooms.apply(wav.numpy(), rng)[0]).to(torch.float64)
+                else:
+                    rir = synthetic_rir(float(rng.uniform(*aug["reverb"]["rt60"])), self.sample_rate, rng)
+                    wav = AF.fftconvolve(wav, rir)[: wav.shape[-1]]
             wavs.append(wav)
         sources = fit_lengths(wavs, self.mode)
         if "filter" in aug and rng.random() < aug["filter"]["prob"]:

@@ -25,12 +25,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from asteroid.losses import pairwise_neg_sisdr
 from torch import nn
 from torch.utils.data import Dataset
 
 from engine.task import Task, register_task
 from frontend.errors import VoxsepError
+from frontend.sisnr import pairwise_neg_si_snr
 from separation import baselines  # noqa: F401  (registers the baseline models)
 from separation import model as _model  # noqa: F401  (registers svoice_multihead)
 from separation.data import (DynamicMixingDataset, LibriMixDataset, MixtureManifestDataset, Wsj0MixDataset,
@@ -81,7 +81,7 @@ def si_snr_improvement(est_sources: torch.Tensor, ref_sources: torch.Tensor, mix
     """Per-item SI-SNR improvement (dB) of PIT-aligned estimates: ``(B, C, T)`` x2, ``(B, T)`` -> ``(B,)``."""
     loss, _ = pit_neg_sisdr(est_sources, ref_sources)
     mix_rep = mix.unsqueeze(1).expand_as(ref_sources)
-    baseline = -torch.diagonal(pairwise_neg_sisdr(mix_rep, ref_sources), dim1=1, dim2=2).mean(-1)
+    baseline = -torch.diagonal(pairwise_neg_si_snr(mix_rep, ref_sources), dim1=1, dim2=2).mean(-1)
     return -loss - baseline
 
 

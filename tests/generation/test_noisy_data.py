@@ -136,7 +136,7 @@ def test_rooms_need_the_extra_in_one_line(speech_and_noise, monkeypatch):
 
 def test_simulated_rooms_reverberate_and_keep_the_snr(speech_and_noise):
     pytest.importorskip("pyroomacoustics")
-    from generation.rooms import RoomBank, room_config
+    from frontend.rooms import RoomBank, room_config
 
     bank = RoomBank(room_config({"rt60": [0.3, 0.3], "n_rooms": 2, "size": [[4, 4], [5, 5], [3, 3]]}), SR, seed=1)
     rir, early_end, rt60 = bank.rir(0)

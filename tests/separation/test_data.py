@@ -232,3 +232,23 @@ def test_dynamic_mixing_in_dataloader_workers(corpus):
     loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=lambda b: collate_mixtures(b, max_speakers=3))
     for ref, got in zip(batches, loader):
         assert torch.equal(ref["mix"], got["mix"]) and torch.equal(ref["n_src"], got["n_src"])
+
+
+def test_dynamic_mixing_reverb_through_simulated_rooms(tmp_path_factory):
+    """augment.reverb.method rooms: the talkers go through pyroomacoustics rooms (frontend.rooms);
+    the mixture is still the sum of the (reverberant) sources."""
+    pytest.importorskip("pyroomacoustics")
+    from separation.data import DynamicMixingDataset
+    from tests.speech_fixture import cached_tiny_corpus
+
+    corpus = cached_tiny_corpus(tmp_path_factory, n_speakers=16, n_utts=3, split_sizes=(10, 3, 3))
+    common = dict(counts=[2], segment=1.0, sample_rate=8000, epoch_size=2, seed=5)
+    dry = DynamicMixingDataset(corpus, **common)[0]
+    wet = DynamicMixingDataset(corpus, augment={"reverb": {"prob": 1.0, "method": "rooms", "rt60": [0.4, 0.6],
+                                                           "n_rooms": 2}}, **common)[0]
+    assert dry["speakers"] == wet["speakers"]
+    torch.testing.assert_close(wet["sources"].sum(0), wet["mix"], atol=1e-5, rtol=0)
+    corr = torch.nn.functional.cosine_similarity(dry["sources"], wet["sources"], dim=-1)
+    assert float(corr.max()) < 0.95  # reverberant, not the dry talkers
+    with pytest.raises(ValueError, match="method must be 'synthetic' or 'rooms'"):
+        DynamicMixingDataset(corpus, augment={"reverb": {"method": "hall"}}, **common)

@@ -1,4 +1,5 @@
-"""Simulated rooms for the denoiser's training data (pyroomacoustics, the optional ``[rooms]`` extra).
+"""Simulated rooms for training data (pyroomacoustics, the optional ``[rooms]`` extra): the denoiser's
+noisy speech and the reverberation augmentation of separation's dynamic mixing.
 
 A :class:`RoomBank` holds ``n_rooms`` shoebox rooms, each drawn once from ``(seed, index)``: size,
 a reverberation time (absorption and image-source order from Sabine's formula,
