@@ -7,6 +7,7 @@
 #           2021; github.com/jimbozhang/speechocean762, 250 speakers, Apache-2.0) and LibriSpeech
 #           (Panayotov et al., ICASSP 2015; openslr.org/12, CC BY 4.0). With internet, download them
 #           and point SPEECH at the folder (a LibriSpeech tree speaker/chapter/*.flac works as is).
+#   TTS:    optional synthetic voices (`voxsep corpus --out DATA/corpus`): 30 % of the talkers.
 #   NOISE:  a folder of noise recordings (e.g. DATA/noise, or DEMAND / WHAM! noise).
 #   REAL_EVAL: optional evaluation-only recordings (a table with path, speaker_id, corpus, ...) to
 #           mix into test mixtures; never used for training or checkpoint selection.
@@ -16,13 +17,14 @@
 # Stages: 1 validation mixtures -> 2 train the separator -> 3 train the counter -> 4 export one
 # checkpoint -> 5 evaluate on the validation set (and on REAL_EVAL mixtures if given).
 # Usage (from the repository root):
-#   SPEECH=DATA/speech NOISE=DATA/noise recipes/real_separation/run.sh
+#   SPEECH=DATA/speech TTS=DATA/corpus NOISE=DATA/noise REAL_EVAL=DATA/real_speech/manifest.csv recipes/real_separation/run.sh
 #   STAGE=2 STOP=2 SPEECH=DATA/speech NOISE=DATA/noise recipes/real_separation/run.sh trainer.max_time_minutes=60
 # Hyperparameters live in the YAML files; this script passes only paths. Every stage resumes if re-run.
 set -euo pipefail
 
 SPEECH=${SPEECH:?set SPEECH to a folder or table of single-talker speech}
 NOISE=${NOISE:-}
+TTS=${TTS:-}
 REAL_EVAL=${REAL_EVAL:-}
 CONF=${CONF:-recipes/real_separation/conf.yaml}
 CONF_COUNTER=${CONF_COUNTER:-recipes/real_separation/conf_counter.yaml}
@@ -36,7 +38,11 @@ N_VALID=${N_VALID:-40}               # fixed validation mixtures per talker coun
 N_EVAL=${N_EVAL:-30}                 # REAL_EVAL mixtures per talker count
 EXTRA=("$@")                         # more key=value overrides for `voxsep train` (stage 2)
 
-SOURCES="data.train.utterances=[{path: $SPEECH, weight: 1.0, fractions: [$FRACTIONS]}]"
+if [ -n "$TTS" ]; then
+  SOURCES="data.train.utterances=[{path: $SPEECH, weight: 0.7, fractions: [$FRACTIONS]}, {path: $TTS, weight: 0.3}]"
+else
+  SOURCES="data.train.utterances=[{path: $SPEECH, weight: 1.0, fractions: [$FRACTIONS]}]"
+fi
 NOISE_OPT="data.train.augment.noise.files=${NOISE:-null}"
 VALID="data.valid.manifests=$DATA/mixtures/manifest_cv.jsonl"
 
