@@ -3,7 +3,8 @@
 # On a machine with a CUDA GPU it runs conf_gpu.yaml (one GPU, batch 32 x 4 s, mixed precision);
 # elsewhere the CPU config conf.yaml with one thread. It starts from INIT (default: the bundled model,
 # so it continues the campaign; INIT=none starts from scratch), makes the validation mixtures if they are missing, and evaluates
-# best.pt on them. Outputs: $RUN/best.pt, $RUN/history.jsonl, $RUN/eval_valid/summary.json.
+# the result (with INIT's counter) on them. Outputs: $RUN/best.pt, $RUN/model.pt (separator + counter),
+# $RUN/history.jsonl, $RUN/eval_valid/summary.json.
 #
 # Usage (repository root):
 #   SPEECH=DATA/speech NOISE=DATA/noise MINUTES=10 recipes/real_separation/train_fixed_time.sh
@@ -55,10 +56,17 @@ fi
 if [ "$INIT" = default ]; then
   INIT=$(python -c "from voxsep.registry import list_models; print([m.path for m in list_models('separation') if m.name == 'default'][0])")
 fi
-INIT_OPT="init_from=$INIT"; [ "$INIT" = none ] && INIT_OPT="init_from=null"
+# the separator's trunk and heads come from INIT (its counter is a separately trained CRNN, put back
+# by the export below; the run's own count head starts fresh)
+INIT_OPT="init_from=[trunk=$INIT, heads=$INIT]"; [ "$INIT" = none ] && INIT_OPT="init_from=null"
 voxsep train "$CONF" "run_dir=$RUN" "$INIT_OPT" \
   "data.train.utterances=[{path: $SPEECH, weight: 1.0, fractions: [$FRACTIONS]}]" \
   "data.train.augment.noise.files=${NOISE:-null}" "data.valid.manifests=$DATA/mixtures/manifest_cv.jsonl" \
   "trainer.max_time_minutes=$MINUTES"
-voxsep evaluate --model "$RUN/best.pt" --data "$DATA/mixtures" --split cv --out "$RUN/eval_valid"
-echo "checkpoint: $RUN/best.pt; figures: $RUN/eval_valid/summary.json"
+MODEL=$RUN/best.pt
+if [ "$INIT" != none ]; then
+  voxsep export "$RUN/model.pt" --model "$RUN/best.pt" --counter "$INIT"
+  MODEL=$RUN/model.pt
+fi
+voxsep evaluate --model "$MODEL" --data "$DATA/mixtures" --split cv --no-bss --no-pesq --no-stoi --out "$RUN/eval_valid"
+echo "checkpoint: $MODEL; figures: $RUN/eval_valid/summary.json"
