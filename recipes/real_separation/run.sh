@@ -25,6 +25,7 @@ set -euo pipefail
 SPEECH=${SPEECH:?set SPEECH to a folder or table of single-talker speech}
 NOISE=${NOISE:-}
 TTS=${TTS:-}
+INIT_COUNTER=${INIT_COUNTER:-}      # optional: start the counter from this checkpoint's counter
 REAL_EVAL=${REAL_EVAL:-}
 CONF=${CONF:-recipes/real_separation/conf.yaml}
 CONF_COUNTER=${CONF_COUNTER:-recipes/real_separation/conf_counter.yaml}
@@ -61,7 +62,8 @@ fi
 
 if [ "$STAGE" -le 3 ] && [ "$STOP" -ge 3 ]; then
   echo "stage 3: train the counter $CONF_COUNTER -> $RUN_COUNTER (re-run to resume)"
-  voxsep train "$CONF_COUNTER" "run_dir=$RUN_COUNTER" "$SOURCES" "$NOISE_OPT" "$VALID"
+  COUNTER_INIT="init_from=null"; [ -n "$INIT_COUNTER" ] && COUNTER_INIT="init_from=[counter=$INIT_COUNTER]"
+  voxsep train "$CONF_COUNTER" "run_dir=$RUN_COUNTER" "$SOURCES" "$NOISE_OPT" "$VALID" "$COUNTER_INIT"
 fi
 
 if [ "$STAGE" -le 4 ] && [ "$STOP" -ge 4 ]; then
