@@ -14,15 +14,14 @@ Every counter maps to ``count_logits (B, n_classes)``. Contract: ``needs_trunk``
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 import torchaudio
 from torch import nn
 
-from engine.checkpoint import config_from_dict
-from frontend.errors import VoxsepError
+from separation.parts import PartRegistry
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -110,24 +109,15 @@ class CountCRNN(nn.Module):
         return self.classifier(masked_mean(self.rnn(x)[0], mask))
 
 
-COUNTERS: dict[str, type] = {"head": TrunkCountHead, "crnn": CountCRNN}
+COUNTERS = PartRegistry("counter")
+COUNTERS.register("head")(TrunkCountHead)
+COUNTERS.register("crnn")(CountCRNN)
 
 
 def counter_config(config: Mapping[str, Any]) -> dict:
     """A counter spec ``{type: NAME, **sizes}`` with every default filled in."""
-    config = dict(config)
-    name = config.pop("type", None)
-    if name not in COUNTERS:
-        raise VoxsepError(f"unknown counter {name!r} (known counters: {', '.join(sorted(COUNTERS))})")
-    try:
-        sizes = config_from_dict(COUNTERS[name].Config, config, f"counter {name}")
-    except TypeError as err:
-        raise VoxsepError(str(err)) from None
-    out = {"type": name, **asdict(sizes)}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    return COUNTERS.full_config(config)
 
 
 def build_counter(config: Mapping[str, Any], n_classes: int, feature_size: int, sample_rate: int) -> nn.Module:
-    full = counter_config(config)
-    cls = COUNTERS[full.pop("type")]
-    return cls(cls.Config(**full), n_classes, feature_size, sample_rate)
+    return COUNTERS.build(config, n_classes, feature_size, sample_rate)

@@ -12,20 +12,20 @@ samples per frame and keeps what its decoder needs; the decoder turns each head'
   magnitude, Choi et al. 2019, arXiv:1903.03107), applied to the mixture's STFT and inverted with
   the ``frontend`` iSTFT.
 
-Adding an encoder: a class with a ``Config`` dataclass registered in :data:`ENCODERS`.
+Adding an encoder: a class with a ``Config`` dataclass registered in :data:`ENCODERS`
+(:class:`separation.parts.PartRegistry`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.checkpoint import config_from_dict
-from frontend.errors import VoxsepError
 from frontend.spectral import STFT
+from separation.parts import PartRegistry
 
 
 def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
@@ -146,23 +146,15 @@ class STFTEncoder(nn.Module):
         return self.stft.inverse(est, length)
 
 
-ENCODERS: dict[str, type] = {"conv": ConvEncoder, "stft": STFTEncoder}
+ENCODERS = PartRegistry("encoder")
+ENCODERS.register("conv")(ConvEncoder)
+ENCODERS.register("stft")(STFTEncoder)
 
 
 def encoder_config(config: Mapping[str, Any]) -> dict:
     """An encoder spec ``{type: NAME, **sizes}`` with every default filled in."""
-    config = dict(config)
-    name = config.pop("type", None)
-    if name not in ENCODERS:
-        raise VoxsepError(f"unknown encoder {name!r} (known encoders: {', '.join(sorted(ENCODERS))})")
-    try:
-        sizes = config_from_dict(ENCODERS[name].Config, config, f"encoder {name}")
-    except TypeError as err:
-        raise VoxsepError(str(err)) from None
-    return {"type": name, **asdict(sizes)}
+    return ENCODERS.full_config(config)
 
 
 def build_encoder(config: Mapping[str, Any]) -> nn.Module:
-    full = encoder_config(config)
-    cls = ENCODERS[full.pop("type")]
-    return cls(cls.Config(**full))
+    return ENCODERS.build(config)

@@ -17,50 +17,33 @@ Adding a trunk is one file in this package that registers itself; import it belo
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Callable, Mapping, TypeVar
 
 from torch import nn
 
-from engine.checkpoint import config_from_dict
-from frontend.errors import VoxsepError
-
-TRUNKS: dict[str, type] = {}
+from separation.parts import PartRegistry
 
 T = TypeVar("T", bound=type)
+
+TRUNKS = PartRegistry("trunk")
 
 
 def register_trunk(name: str) -> Callable[[T], T]:
     """Class decorator: make a trunk buildable by :func:`build_trunk` under ``name``."""
     def decorator(cls: T) -> T:
-        old = TRUNKS.get(name)
-        if old is not None and old.__qualname__ != cls.__qualname__:
-            raise ValueError(f"trunk name {name!r} is already registered to {old.__qualname__}")
-        TRUNKS[name] = cls
-        cls.trunk_name = name
-        return cls
+        cls.args_first = True  # trunks are built as cls(input_size, config)
+        return TRUNKS.register(name)(cls)
     return decorator
 
 
 def trunk_config(config: Mapping[str, Any]) -> dict:
     """A trunk spec ``{type: NAME, **sizes}`` with every default filled in (what checkpoints store)."""
-    config = dict(config)
-    name = config.pop("type", None)
-    if name not in TRUNKS:
-        raise VoxsepError(f"unknown trunk {name!r} (known trunks: {', '.join(sorted(TRUNKS))})")
-    try:
-        sizes = config_from_dict(TRUNKS[name].Config, config, f"trunk {name}")
-    except TypeError as err:
-        raise VoxsepError(str(err)) from None
-    return {"type": name, **asdict(sizes)}
+    return TRUNKS.full_config(config)
 
 
 def build_trunk(config: Mapping[str, Any], input_size: int) -> nn.Module:
     """Build the trunk ``config["type"]`` for ``input_size`` features per frame."""
-    full = trunk_config(config)
-    name = full.pop("type")
-    cls = TRUNKS[name]
-    return cls(input_size, cls.Config(**full))
+    return TRUNKS.build(config, input_size)
 
 
 # the built-in trunks register themselves
