@@ -27,8 +27,13 @@ DEFAULT_MODEL = "default"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `separate` and `count`."""
+    """Options shared by `separate` and `count`: the inputs and :func:`add_separator_options`."""
     parser.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders")
+    add_separator_options(parser)
+
+
+def add_separator_options(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`load_separator` reads (`separate`, `count`, `serve`)."""
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|CKPT",
                         help="bundled model name or checkpoint path (default: %(default)s)")
     parser.add_argument("--window", type=float, default=8.0, metavar="S",

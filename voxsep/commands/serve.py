@@ -20,8 +20,7 @@ import tempfile
 from pathlib import Path
 
 from frontend.errors import VoxsepError
-from separation.inference import COUNT_VOTES
-from voxsep.commands.separate import DEFAULT_MODEL, load_separator
+from voxsep.commands.separate import add_separator_options, load_separator
 
 WEB_MODULES = ("starlette", "uvicorn")
 INSTALL_HINT = "pip install 'voxsep[web]'"
@@ -31,19 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s, this computer only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|CKPT",
-                        help="bundled model name or checkpoint path (default: %(default)s)")
+    add_separator_options(parser)
     parser.add_argument("--enhance", default=None, metavar="NAME|CKPT",
                         help="offer this WaveNet denoiser on the page (none is bundled)")
-    parser.add_argument("--window", type=float, default=8.0, metavar="S",
-                        help="longer files are processed in windows of S seconds (default 8)")
-    parser.add_argument("--overlap", type=float, default=1.0, metavar="S",
-                        help="overlap between windows in seconds (default 1)")
-    parser.add_argument("--count-method", choices=["head", "power"], default=None,
-                        help="count head or SVoice's power threshold (default: the model's)")
-    parser.add_argument("--count-vote", choices=COUNT_VOTES, default="mean",
-                        help="long files: average window probabilities or take the largest window count")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--work-dir", default=None, metavar="DIR",
                         help="folder for uploads and results (default: a new temporary folder, removed on exit)")
     parser.add_argument("--max-upload-mb", type=float, default=200.0, metavar="MB",
