@@ -19,3 +19,6 @@ class AudioError(VoxsepError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # rebuilt from its two parts when it crosses from a worker process
+        return type(self), (self.path, self.reason)
