@@ -281,7 +281,7 @@ class Separator:
 
     def _check_count(self, num_speakers: int | None) -> None:
         if num_speakers is not None and not 1 <= num_speakers <= self.max_speakers:
-            raise VoxsepError(f"--num-speakers must be in 1..{self.max_speakers} for this model, got {num_speakers}")
+            raise VoxsepError(f"num_speakers must be in 1..{self.max_speakers} for this model, got {num_speakers}")
 
     # -- waveforms ---------------------------------------------------------------------------------
     def count_probabilities(self, wav: torch.Tensor) -> torch.Tensor:

@@ -101,9 +101,9 @@ _MIX_CACHE: dict[tuple, Path] = {}
 
 
 def cached_mixtures(tmp_path_factory, speech: Path, **settings) -> Path:
-    """``separation.mixing.make_mixtures`` output for ``speech``, built once per session per
-    ``settings`` (fields of ``separation.mixing.MixConfig``); returns the output folder."""
-    from separation.mixing import MixConfig, make_mixtures
+    """``voxsep.mixtures.make_mixtures`` output for ``speech``, built once per session per
+    ``settings`` (fields of ``voxsep.mixtures.MixConfig``); returns the output folder."""
+    from voxsep.mixtures import MixConfig, make_mixtures
 
     key = (str(speech),) + tuple(sorted((k, repr(v)) for k, v in settings.items()))
     if key not in _MIX_CACHE:

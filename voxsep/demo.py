@@ -53,7 +53,8 @@ class DemoResult:
 def build_demo_mixtures(counts: Sequence[int], per_count: int, sample_rate: int, seed: int,
                         manifest: Path | None = None, prefix: str = ""):
     """Mixtures of the bundled utterances: a list of ``(name, mix (T,), sources (C, T), speakers)``."""
-    from separation.mixing import AudioCache, load_utterance_manifest, plan_mixtures, render_mixture
+    from frontend.utterances import read_utterances as load_utterance_manifest
+    from separation.mixing import AudioCache, plan_mixtures, render_mixture
 
     manifest = manifest or EXAMPLES / "examples.jsonl"
     if not manifest.exists():

@@ -75,7 +75,7 @@ def test_manifest_keeps_its_splits_and_folder_scan_uses_the_rule(two_corpora, tm
 def test_separation_and_enhancement_get_the_same_split(two_corpora):
     from generation.data import read_utterances as enhancement_reader
     from separation.data import DynamicMixingDataset
-    from separation.mixing import find_speech
+    from voxsep.mixtures import find_speech
 
     source = two_corpora / "real" / "manifest.csv"
     sep, root = find_speech(source, SR)

@@ -18,7 +18,7 @@ from separation.data import (
     DynamicMixingDataset, LibriMixDataset, MixtureManifestDataset, Wsj0MixDataset, collate_mixtures,
     synthetic_rir,
 )
-from separation.mixing import load_utterance_manifest
+from frontend.utterances import read_utterances as load_utterance_manifest
 from tests.speech_fixture import cached_mixtures, cached_tiny_corpus
 
 CORPUS = dict(n_speakers=16, n_utts=3, split_sizes=(10, 3, 3))  # same corpus as test_mixing

@@ -14,12 +14,12 @@ import soundfile as sf
 import torch
 
 from frontend import active_speech_level, load_audio, loudness
-from separation.mixing import (
-    SPLITS, assign_speaker_splits, colored_noise, fit_lengths, load_utterance_manifest, make_mixtures,
-    MixConfig, scale_to_snr,
-)
+from frontend.utterances import SPLITS, assign_speaker_splits
+from frontend.utterances import read_utterances as load_utterance_manifest
+from separation.mixing import colored_noise, fit_lengths, scale_to_snr
 from tests.speech_fixture import cached_mixtures, cached_tiny_corpus
 from voxsep.cli import main
+from voxsep.mixtures import MixConfig, make_mixtures
 
 # 16 voices: 10 train, 3 valid, 3 test (10-talker mixtures need 10 speakers in one split)
 CORPUS = dict(n_speakers=16, n_utts=3, split_sizes=(10, 3, 3))

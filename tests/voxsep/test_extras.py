@@ -37,8 +37,8 @@ for argv in json.loads(sys.argv[1]):
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         code = main(argv)
     results.append({{"code": code, "stderr": err.getvalue(), "stdout": out.getvalue()}})
-for module in ("separation.inference", "separation.mixing", "voxsep.demo", "voxsep.corpus", "voxsep.commands.mix",
-               "voxsep.commands.corpus", "voxsep.commands.evaluate", "evaluation", "generation"):
+for module in ("separation.inference", "separation.mixing", "voxsep.mixtures", "voxsep.demo", "voxsep.corpus",
+               "voxsep.commands.mix", "voxsep.commands.corpus", "voxsep.commands.evaluate", "evaluation", "generation"):
     __import__(module)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in {HIDDEN!r} and sys.modules[m] is not None)
 print(json.dumps({{"results": results, "loaded": loaded}}))

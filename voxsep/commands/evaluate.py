@@ -117,7 +117,7 @@ def open_dataset(path: str | os.PathLike, split: str, counts: list[int] | None,
                  sample_rate: int | None, mode: str = "min"):
     """The mixture dataset at ``path`` (format detected) and a one-line description."""
     from separation.data import LibriMixDataset, MixtureManifestDataset, Wsj0MixDataset
-    from separation.mixing import normalize_split
+    from frontend.utterances import normalize_split
 
     p = Path(path)
     split = normalize_split(split)

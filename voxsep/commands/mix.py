@@ -1,4 +1,5 @@
-"""`voxsep mix`: make wsj0-mix / LibriMix style mixtures of 1..C talkers, or noisy/clean pairs.
+"""`voxsep mix`: make wsj0-mix / LibriMix style mixtures of 1..C talkers (:mod:`voxsep.mixtures`),
+or noisy/clean pairs.
 
 Example::
 
@@ -55,7 +56,7 @@ def parse_range(text: str, flag: str) -> tuple[float, float]:
 
 def parse_n_mixtures(text: str, splits: list[str]) -> dict[str, int]:
     """``"100"`` (every split) or ``"tr=2000,cv=500,tt=300"``."""
-    from separation.mixing import normalize_split
+    from frontend.utterances import normalize_split
 
     text = text.strip()
     if re.fullmatch(r"\d+", text):
@@ -127,7 +128,8 @@ def _fractions(text: str) -> list[float]:
 def run(args: argparse.Namespace) -> int:
     if args.enhancement:
         return _run_enhancement(args)
-    from separation.mixing import MixConfig, make_mixtures, normalize_split
+    from frontend.utterances import normalize_split
+    from voxsep.mixtures import MixConfig, make_mixtures
 
     if not args.speech:
         raise VoxsepError("--speech is required (an utterance table, manifest or folder)")
