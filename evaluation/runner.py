@@ -30,10 +30,8 @@ import csv
 import io
 import json
 import math
-import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -48,6 +46,7 @@ from evaluation.perceptual import available_perceptual, pesq_scores, stoi_scores
 from evaluation.report import safe_name, summarize, write_plots, write_report
 from evaluation.systems import CallableSystem, OracleMaskSystem, SystemOutput
 from frontend import VoxsepError, atomic_output
+from frontend.workers import WorkerPool
 
 BASE_COLUMNS = ["id", "n_src", "n_est", "count_ok", "missed", "false", "duration_s", "seconds",
                 "rtf", "si_snr", "si_snri", "si_snri_est"]
@@ -165,7 +164,6 @@ def _score_into(row, notes, ref, mix, est_all, est, sample_rate, options) -> Non
 
 def _score_job(job: dict) -> dict[str, dict]:
     """Worker entry point: score every system's output on one mixture."""
-    torch.set_num_threads(1)
     ref = job["sources"].astype(np.float64)
     mix = job["mix"].astype(np.float64)
     rows = {}
@@ -174,10 +172,6 @@ def _score_job(job: dict) -> dict[str, dict]:
         row["id"] = job["id"]
         rows[name] = row
     return rows
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)
 
 
 # ------------------------------------------------------------------------------ resumable rows
@@ -300,10 +294,8 @@ def evaluate_systems(items: Iterable[Mapping], systems: Sequence, out_dir: str |
     total = len(items) if hasattr(items, "__len__") else None
     bar = tqdm(total=total, desc="evaluate", unit="mix", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
-    pool = None
-    if workers > 0:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker)
+    # 0 workers: metrics in this process, each mixture's as soon as it is separated
+    pool = WorkerPool(workers, name="metric", hint="rerun with fewer workers (finished mixtures are kept)")
     pending: list = []
     seen: set[str] = set()
 
@@ -316,44 +308,40 @@ def evaluate_systems(items: Iterable[Mapping], systems: Sequence, out_dir: str |
         while len(pending) > limit:
             write(pending.pop(0).result())
 
-    try:
-        for raw in items:
-            item = _item_arrays(raw, sample_rate)
-            if item["id"] in seen:
-                raise VoxsepError(f"mixture id {item['id']!r} occurs twice; ids must be unique "
-                                  "(rows are matched by id when a run resumes)")
-            seen.add(item["id"])
-            if not logs:
-                columns = options.columns(item["sample_rate"])
-                logs = {s.name: RowLog(out_dir / "rows" / f"{safe_name(s.name)}.csv", columns)
-                        for s in systems}
-            if len(examples) < n_examples:
-                examples.append(item)
-            todo = [s for s in systems if item["id"] not in logs[s.name]]
-            if not todo:
-                bar.update(1)
-                continue
-            outputs = {s.name: s.run(item) for s in todo}
-            job = {"id": item["id"], "mix": item["mix"], "sources": item["sources"],
-                   "sample_rate": item["sample_rate"], "outputs": outputs, "options": options}
-            if pool is None:
-                write(_score_job(job))
-            else:
+    with pool:
+        try:
+            for raw in items:
+                item = _item_arrays(raw, sample_rate)
+                if item["id"] in seen:
+                    raise VoxsepError(f"mixture id {item['id']!r} occurs twice; ids must be unique "
+                                      "(rows are matched by id when a run resumes)")
+                seen.add(item["id"])
+                if not logs:
+                    columns = options.columns(item["sample_rate"])
+                    logs = {s.name: RowLog(out_dir / "rows" / f"{safe_name(s.name)}.csv", columns)
+                            for s in systems}
+                if len(examples) < n_examples:
+                    examples.append(item)
+                todo = [s for s in systems if item["id"] not in logs[s.name]]
+                if not todo:
+                    bar.update(1)
+                    continue
+                outputs = {s.name: s.run(item) for s in todo}
+                job = {"id": item["id"], "mix": item["mix"], "sources": item["sources"],
+                       "sample_rate": item["sample_rate"], "outputs": outputs, "options": options}
                 pending.append(pool.submit(_score_job, job))
                 drain(2 * workers)
-        drain(0)
-    except BaseException:
-        # keep every mixture that finished, so that a rerun continues after it
-        for fut in pending:
-            try:
-                write(fut.result())
-            except Exception:
-                pass
-        raise
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            drain(0)
+        except BaseException:
+            # keep every mixture that finished, so that a rerun continues after it
+            for fut in pending:
+                try:
+                    write(fut.result())
+                except Exception:
+                    pass
+            raise
+        finally:
+            bar.close()
     if not logs:
         raise VoxsepError("no mixtures to evaluate")
     rows = {name: list(logs[name].rows.values()) for name in names}

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import multiprocessing.util
 import os
 import random
 import resource
-import signal
 import sys
 import time
 from collections import Counter
@@ -34,6 +31,7 @@ from tqdm import tqdm
 from frontend import AudioError, atomic_output, audio_info, load_audio, resample, save_audio
 from frontend.errors import VoxsepError
 from frontend.utterances import SPLIT_NAMES, assign_speaker_splits
+from frontend.workers import WorkerPool
 from voxsep.corpus.engines import SynthesisError, Synthesizer, check_engines, describe
 from voxsep.corpus.sentences import generate_sentences, load_sentences
 from voxsep.corpus.postprocess import peak_normalise, trim_silence
@@ -128,12 +126,16 @@ def warped_rate(rate: int, warp: float) -> int:
 _WORKER: dict[str, Synthesizer] = {}
 
 
-def _init_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    torch.set_num_threads(1)
-    synth = Synthesizer()
-    _WORKER["synth"] = synth
-    multiprocessing.util.Finalize(None, synth.close, exitpriority=10)
+def _open_synthesizer() -> None:
+    """Worker initializer: each worker (or this process) builds its own synthesizer."""
+    _WORKER["synth"] = Synthesizer()
+
+
+def _close_synthesizer() -> None:
+    """Worker finalizer: festival exits (and its CPU time is counted) before the build ends."""
+    synth = _WORKER.pop("synth", None)
+    if synth is not None:
+        synth.close()
 
 
 def _valid_frames(path: Path, rate: int) -> int | None:
@@ -166,10 +168,7 @@ def render(synth: Synthesizer, utt: PlannedUtterance, rates: tuple[int, ...]) ->
 
 def _process_chunk(task: tuple[str, tuple[int, ...], list[PlannedUtterance]]):
     out_dir, rates, utts = task
-    synth = _WORKER.get("synth")
-    if synth is None:  # in-process run (workers=1)
-        _init_in_process()
-        synth = _WORKER["synth"]
+    synth = _WORKER["synth"]
     results = []
     for utt in utts:
         paths = {r: Path(out_dir) / audio_relpath(r, utt.identity.id, utt.id) for r in rates}
@@ -181,16 +180,6 @@ def _process_chunk(task: tuple[str, tuple[int, ...], list[PlannedUtterance]]):
                 frames[r] = len(audio)
         results.append((utt.id, frames, made))
     return results
-
-
-def _init_in_process() -> None:
-    _WORKER["synth"] = Synthesizer()
-
-
-def _close_in_process() -> None:
-    synth = _WORKER.pop("synth", None)
-    if synth is not None:
-        synth.close()
 
 
 # ---------------------------------------------------------------- driver
@@ -317,28 +306,14 @@ def build_corpus(
         return tqdm(total=len(plan), unit="utt", desc="corpus", disable=not progress, file=sys.stderr,
                     dynamic_ncols=True)
 
-    if workers == 1:
-        torch_threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with progress_bar() as bar:
-                for task in tasks:
-                    for uid, fr, new in _process_chunk(task):
-                        frames[uid], made = fr, made + new
-                        bar.update(1)
-        finally:
-            _close_in_process()
-            torch.set_num_threads(torch_threads)
-    else:
-        # fork before tqdm starts its monitor thread; workers build their own synthesizers
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
-            with progress_bar() as bar:
-                for results in pool.imap_unordered(_process_chunk, tasks):
-                    for uid, fr, new in results:
-                        frames[uid], made = fr, made + new
-                    bar.update(len(results))
-            pool.close()
-            pool.join()  # runs the workers' finalizers: festival exits and its CPU time is counted
+    # one worker runs in this process; chunks finish in any order (the manifests follow the plan);
+    # leaving the pool waits for the workers to exit, so their festival CPU time is counted below
+    with WorkerPool(workers if workers > 1 else 0, _open_synthesizer, (), _close_synthesizer, name="TTS",
+                    hint="rerun the same command to resume (with fewer --workers)") as pool, progress_bar() as bar:
+        for results in pool.map_unordered(_process_chunk, tasks):
+            for uid, fr, new in results:
+                frames[uid], made = fr, made + new
+            bar.update(len(results))
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
 
     summary = _write_outputs(out, plan, rates, frames, settings)
