@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.counting import confusion_matrix, count_accuracy, count_aware_si_snri
+from evaluation.counting import count_aware_si_snri
 from evaluation.metrics import MetricError, bss_eval, pairwise_si_snr
 from evaluation.perceptual import available_perceptual, pesq_scores, stoi_scores
 from evaluation.report import safe_name, summarize, write_plots, write_report
