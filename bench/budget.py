@@ -164,8 +164,11 @@ def plot(rows: list[dict], path: str | os.PathLike) -> None:
         pts = [r for r in rows if r["candidate"] == name]
         for ax, key in zip(axes, ("si_snri_2", "si_snri_all")):
             ax.plot([p["cpu_min"] for p in pts], [p[key] for p in pts], marker="o", label=name)
+    top = max(max(r["si_snri_2"], r["si_snri_all"]) for r in rows)
     for ax, title in zip(axes, ("2 talkers", "2-5 talkers")):
-        ax.set_title(f"validation SI-SNRi, {title}")
+        # untrained models start far below 0 dB (time-domain decoders): keep the scale of the race
+        ax.set_ylim(-1.0, top + 0.5)
+        ax.set_title(f"validation SI-SNRi, {title} (from -1 dB)")
         ax.set_xlabel("training CPU-minutes (1 thread)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("dB")
