@@ -63,6 +63,7 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: 
         raise VoxsepError(f"{model}: export takes a 'multihead' separator, got {base['model_name']!r}")
     config = dict(base["model_config"])
     state = dict(base["state_dict"])
+    base_metrics = dict(base.get("metrics", {}))
     sources = {"separator": portable_path(os.fspath(model)), "separator_step": base["step"]}
     if counter is not None:
         other = load_checkpoint(counter)
@@ -76,6 +77,9 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: 
         state = {k: v for k, v in state.items() if not k.startswith("counter.")}
         state.update({k: v for k, v in other["state_dict"].items() if k.startswith("counter.")})
         sources.update(counter=portable_path(os.fspath(counter)), counter_step=other["step"])
+        # the separator run's count figures were its own count head's: keep the counter's instead
+        base_metrics = {k: v for k, v in base_metrics.items() if "count" not in k}
+        base_metrics.update({f"counter/{k}": v for k, v in other.get("metrics", {}).items()})
     built = build_model("multihead", config)
     missing, unexpected = built.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -85,5 +89,5 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: 
     weights = {k: v.half() if half and v.is_floating_point() else v for k, v in built.state_dict().items()}
     save_checkpoint(out, task=base["task"], model_name="multihead", model_config=config,
                     sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
-                    metrics={**base.get("metrics", {}), **(metrics or {})})
+                    metrics={**base_metrics, **(metrics or {})})
     return load_checkpoint(out)

@@ -18,11 +18,11 @@ COUNTER = {**SEPARATOR, "trunk": {"type": "blstm", "hidden_size": 4, "n_layers":
                        "hidden_size": 8}}
 
 
-def _save(path, config, seed, train_config=None):
+def _save(path, config, seed, train_config=None, metrics=None):
     torch.manual_seed(seed)
     model = build_model("multihead", config)
     save_checkpoint(path, task="separation", model_name="multihead", model_config=model.get_config(),
-                    sample_rate=SR, model=model, train_config=train_config or {}, step=seed)
+                    sample_rate=SR, model=model, train_config=train_config or {}, step=seed, metrics=metrics)
     return model
 
 
@@ -30,13 +30,14 @@ def test_export_merges_the_counter_and_makes_paths_portable(tmp_path, capsys):
     train_config = {"run_dir": "runs/real_separation/r01", "data": {"train": {
         "utterances": [{"path": "/home/someone/work/shared/speech/manifest.csv", "weight": 1.0}],
         "augment": {"noise": {"files": "../shared/noise"}}}}, "init_from": ["/tmp/x/runs/a/best.pt"]}
-    separator = _save(tmp_path / "sep.pt", SEPARATOR, 1, train_config)
-    counter = _save(tmp_path / "count.pt", COUNTER, 2)
+    separator = _save(tmp_path / "sep.pt", SEPARATOR, 1, train_config, {"val/si_snri": 3.5, "val/count_acc": 0.3})
+    counter = _save(tmp_path / "count.pt", COUNTER, 2, metrics={"val/count_acc": 0.7})
     out = tmp_path / "exported.pt"
     assert main(["export", str(out), "--model", str(tmp_path / "sep.pt"), "--counter", str(tmp_path / "count.pt")]) == 0
     assert "counter crnn" in capsys.readouterr().out
     ckpt = load_checkpoint(out)
     assert ckpt["model_config"]["counter"]["type"] == "crnn" and ckpt["model_config"]["trunk"]["hidden_size"] == 8
+    assert ckpt["metrics"] == {"val/si_snri": 3.5, "counter/val/count_acc": 0.7}  # the counter's count figures
     for key, value in ckpt["state_dict"].items():
         source = counter if key.startswith("counter.") else separator
         assert torch.equal(value, source.state_dict()[key]), key
