@@ -53,10 +53,13 @@ class TrunkCountHead(nn.Module):
 
 
 class CountCRNN(nn.Module):
-    """CountNet-style CRNN on the mixture's log-mel spectrogram.
+    """CountNet-style CRNN on the mixture's log-mel (``features: mel``) or log linear-frequency
+    (``features: linear``, the STFT bins up to ``max_hz``) spectrogram.
 
-    The log-mel frames are normalised per item (mean and variance over valid frames, per band), so
-    the count does not depend on the recording's level. Conv blocks (3x3 conv, batch norm, ReLU,
+    A linear-frequency input keeps the harmonics of low voices apart (8 kHz, ``n_fft`` 512: 15.6 Hz
+    bins, where the lowest mel bands of 64 are about 40 Hz wide); CountNet itself reads linear STFT
+    magnitudes. The log frames are normalised per item (mean and variance over valid frames, per
+    band), so the count does not depend on the recording's level. Conv blocks (3x3 conv, batch norm, ReLU,
     max-pool over frequency only, so the time resolution stays), then a BLSTM and masked mean
     pooling.
     """
@@ -67,6 +70,8 @@ class CountCRNN(nn.Module):
     class Config:
         n_mels: int = 64
         n_fft: int = 512
+        features: str = "mel"
+        max_hz: float | None = None
         hop_length: int = 128
         channels: tuple[int, ...] | list[int] = (32, 64, 64)
         hidden_size: int = 128
@@ -75,24 +80,34 @@ class CountCRNN(nn.Module):
         super().__init__()
         self.config = config
         self.hop = config.hop_length
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels,
-            power=2.0, center=True)
+        if config.features == "mel":
+            self.mel = torchaudio.transforms.MelSpectrogram(
+                sample_rate=sample_rate, n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels,
+                power=2.0, center=True)
+            n_bands = config.n_mels
+        elif config.features == "linear":
+            self.mel = torchaudio.transforms.Spectrogram(n_fft=config.n_fft, hop_length=config.hop_length,
+                                                         power=2.0, center=True)
+            max_hz = sample_rate / 2 if config.max_hz is None else min(float(config.max_hz), sample_rate / 2)
+            n_bands = int(max_hz / (sample_rate / config.n_fft)) + 1
+        else:
+            raise ValueError(f"counter features must be 'mel' or 'linear', got {config.features!r}")
+        self.n_bands = n_bands
         layers: list[nn.Module] = []
-        c_in, bands = 1, config.n_mels
+        c_in, bands = 1, n_bands
         for c_out in config.channels:
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
                        nn.MaxPool2d((2, 1))]
             c_in, bands = c_out, bands // 2
         if bands < 1:
-            raise ValueError(f"{len(config.channels)} pooling blocks leave no band of {config.n_mels} mels")
+            raise ValueError(f"{len(config.channels)} pooling blocks leave no band of {n_bands} bands")
         self.conv = nn.Sequential(*layers)
         self.rnn = nn.LSTM(c_in * bands, config.hidden_size, batch_first=True, bidirectional=True)
         self.classifier = nn.Linear(2 * config.hidden_size, n_classes)
 
     def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor | None = None,
                 frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        logmel = torch.log(self.mel(mix.float()) + 1e-8)  # (B, n_mels, N)
+        logmel = torch.log(self.mel(mix.float())[:, :self.n_bands] + 1e-8)  # (B, bands, N)
         n_frames = logmel.shape[-1]
         if lengths is None:
             mask = None
@@ -103,7 +118,7 @@ class CountCRNN(nn.Module):
         count = m.sum(-1, keepdim=True).clamp_min(1)
         mean = (logmel * m).sum(-1, keepdim=True) / count
         std = (((logmel - mean) * m).pow(2).sum(-1, keepdim=True) / count).sqrt().clamp_min(1e-3)
-        x = ((logmel - mean) / std * m).unsqueeze(1)  # (B, 1, n_mels, N)
+        x = ((logmel - mean) / std * m).unsqueeze(1)  # (B, 1, bands, N)
         x = self.conv(x)  # (B, C, bands, N)
         x = x.flatten(1, 2).transpose(1, 2)  # (B, N, C * bands)
         return self.classifier(masked_mean(self.rnn(x)[0], mask))

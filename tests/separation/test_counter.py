@@ -75,3 +75,22 @@ def test_counter_recipe_config_trains_with_voxsep_train(corpus, tmp_path_factory
     assert main(["count", str(tmp_path / "x.wav"), "--model", str(run_dir / "best.pt")]) == 0
     count = int(capsys.readouterr().out.split("\t")[1])
     assert 1 <= count <= 5
+
+
+def test_linear_frequency_counter_reads_the_stft_bins_up_to_max_hz():
+    from separation.counters import COUNTERS, CountCRNN, counter_config
+    # a spec without the new keys (checkpoints before them) is the log-mel counter
+    assert counter_config({"type": "crnn"})["features"] == "mel"
+    spec = {"type": "crnn", "features": "linear", "max_hz": 2000.0, "n_fft": 512, "hop_length": 128,
+            "channels": [4, 4], "hidden_size": 8}
+    counter = COUNTERS.build(spec, 5, 1, SR)
+    assert isinstance(counter, CountCRNN) and counter.n_bands == 129  # 0..2000 Hz in 15.625 Hz bins
+    t = torch.arange(SR) / SR
+    tone = torch.sin(2 * torch.pi * 1000.0 * t)[None]
+    spectrum = counter.mel(tone)[:, :counter.n_bands]
+    reference = torch.stft(tone, 512, 128, window=torch.hann_window(512), return_complex=True).abs() ** 2
+    assert torch.allclose(spectrum, reference[:, :129], rtol=1e-4, atol=1e-6)
+    assert int(spectrum[0, :, 10].argmax()) == 64  # 1000 Hz / 15.625 Hz
+    assert counter(tone, None).shape == (1, 5)
+    with pytest.raises(ValueError, match="'mel' or 'linear'"):
+        COUNTERS.build({**spec, "features": "bark"}, 5, 1, SR)
