@@ -80,6 +80,7 @@ class CountCRNN(nn.Module):
         super().__init__()
         self.config = config
         self.hop = config.hop_length
+        # ``self.mel`` names the spectrogram of either kind (the name of the checkpoints' keys)
         if config.features == "mel":
             self.mel = torchaudio.transforms.MelSpectrogram(
                 sample_rate=sample_rate, n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels,
