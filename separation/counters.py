@@ -8,14 +8,19 @@
   time, mean pooling over valid frames, a classifier. It does not need the trunk, so it trains on
   far more mixtures per CPU-minute than separation (``task: counting``) and counts whatever the
   separator's quality.
+* ``fusion``: late fusion (stacking) of several counters: the members' log-probabilities,
+  concatenated, through one linear layer, i.e. a multinomial logistic regression fitted on
+  held-back mixtures by :func:`fit_fusion` (``voxsep export --calibrate``). Two counters that err
+  differently (the trunk's head and the CRNN) count better together, and the fit also removes the
+  members' bias towards too few talkers on unseen voices.
 
 Every counter maps to ``count_logits (B, n_classes)``. Contract: ``needs_trunk`` says whether
 ``forward`` uses the trunk's features; ``forward(mix, lengths, features, frame_mask)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import torch
 import torchaudio
@@ -125,9 +130,94 @@ class CountCRNN(nn.Module):
         return self.classifier(masked_mean(self.rnn(x)[0], mask))
 
 
+class FusionCounter(nn.Module):
+    """Several counters combined: ``combine(concat_m log_softmax(member_m))``.
+
+    Built with the combiner set to the mean of the members' log-probabilities (a product of
+    experts); :func:`fit_fusion` fits it. ``member_log_probs`` gives the combiner's input, so a
+    calibration set is run through the members once.
+    """
+
+    @dataclass
+    class Config:
+        members: list = field(default_factory=lambda: [{"type": "head"}, {"type": "crnn"}])
+
+        def __post_init__(self):
+            if not self.members:
+                raise ValueError("counter fusion: members is empty")
+            full = [counter_config(m) for m in self.members]
+            if any(m["type"] == "fusion" for m in full):
+                raise ValueError("counter fusion: a member cannot itself be a fusion")
+            self.members = full
+
+    def __init__(self, config: "FusionCounter.Config", n_classes: int, feature_size: int, sample_rate: int):
+        super().__init__()
+        self.config = config
+        self.n_classes = n_classes
+        self.members = nn.ModuleList(build_counter(m, n_classes, feature_size, sample_rate) for m in config.members)
+        self.needs_trunk = any(m.needs_trunk for m in self.members)
+        n_in = len(self.members) * n_classes
+        self.combine = nn.Linear(n_in, n_classes)
+        with torch.no_grad():
+            self.combine.weight.copy_(torch.eye(n_classes).repeat(1, len(self.members)) / len(self.members))
+            self.combine.bias.zero_()
+
+    def member_log_probs(self, mix: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor | None,
+                         frame_mask: torch.Tensor | None) -> torch.Tensor:
+        """``(B, n_members * n_classes)``: each member's log-probabilities, side by side."""
+        return torch.cat([m(mix, lengths, features, frame_mask).log_softmax(dim=-1) for m in self.members], dim=-1)
+
+    def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor | None = None,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.combine(self.member_log_probs(mix, lengths, features, frame_mask))
+
+
+def fit_fusion(inputs: torch.Tensor, labels: torch.Tensor, n_classes: int, l2: float = 1e-3,
+               max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression ``labels ~ softmax(inputs @ W.T + b)``, fitted by L-BFGS.
+
+    The inputs are standardised (per column) for the fit and the result is expressed on the raw
+    inputs. The objective is ``mean cross-entropy + l2 * ||W_std||^2`` on the standardised inputs,
+    the intercept unpenalised: scikit-learn's ``LogisticRegression(C=1 / (2 * l2 * N))`` on
+    standardised inputs.
+
+    Args:
+        inputs: ``(N, D)`` features (e.g. :meth:`FusionCounter.member_log_probs`).
+        labels: ``(N,)`` class indices in ``0..n_classes-1``.
+
+    Returns:
+        ``(weight (n_classes, D), bias (n_classes,))`` for ``nn.Linear``.
+    """
+    x = inputs.detach().double()
+    y = labels.detach().long()
+    if x.dim() != 2 or y.shape != (x.shape[0],) or x.shape[0] == 0:
+        raise ValueError(f"fit_fusion: expected inputs (N, D) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if int(y.min()) < 0 or int(y.max()) >= n_classes:
+        raise ValueError(f"fit_fusion: labels must be in 0..{n_classes - 1}")
+    mu, sd = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
+    z = (x - mu) / sd
+    w = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(z @ w.T + b, y) + l2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        weight = w / sd
+        bias = b - (weight * mu).sum(dim=1)
+    return weight.float(), bias.float()
+
+
 COUNTERS = PartRegistry("counter")
 COUNTERS.register("head")(TrunkCountHead)
 COUNTERS.register("crnn")(CountCRNN)
+COUNTERS.register("fusion")(FusionCounter)
 
 
 def counter_config(config: Mapping[str, Any]) -> dict:

@@ -242,7 +242,7 @@ class MultiHeadConfig:
         max_speakers: largest talker count; one decoder head per count 1..max_speakers [C].
         encoder: ``{type: conv|stft, ...}`` (:mod:`separation.encoders`).
         trunk: ``{type: NAME, ...}``, a registered trunk (:mod:`separation.trunks`).
-        counter: ``{type: head|crnn, ...}`` (:mod:`separation.counters`).
+        counter: ``{type: head|crnn|fusion, ...}`` (:mod:`separation.counters`).
         count_no_speech: add a "no speech" (0 talkers) class to the counter.
         count_method: ``head`` (the counter) or ``power`` (SVoice's threshold on the max-count
             head's output powers).
@@ -352,16 +352,21 @@ class MultiHeadSeparator(SeparationModel):
         frames, context = self.encoder.encode(mix / scale)
         return self.trunk(frames, all_blocks=all_blocks), context, scale
 
-    def count_logits(self, mix: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T) -> (B, n_count_classes)``: the counter alone (the trunk runs only if the counter
-        reads it). What the ``counting`` task trains."""
+    def count_inputs(self, mix: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple:
+        """What the counter reads: ``(mix / scale, lengths, trunk features or None, frame mask or
+        None)`` for ``(B, T)`` mixtures (the trunk runs only if the counter needs it)."""
         if mix.dim() != 2:
             raise ValueError(f"expected mix (B, T), got shape {tuple(mix.shape)}")
         if not self.counter.needs_trunk:
-            return self.counter(mix / self._scale(mix, lengths), lengths, None, None)
-        features, _, _ = self._encode(mix, lengths, all_blocks=False)
+            return mix / self._scale(mix, lengths), lengths, None, None
+        features, _, scale = self._encode(mix, lengths, all_blocks=False)
         feat = features[-1]
-        return self.counter(mix, lengths, feat, self._frame_mask(lengths, feat.shape[1], mix))
+        return mix / scale, lengths, feat, self._frame_mask(lengths, feat.shape[1], mix)
+
+    def count_logits(self, mix: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T) -> (B, n_count_classes)``: the counter alone (the trunk runs only if the counter
+        reads it). What the ``counting`` task trains."""
+        return self.counter(*self.count_inputs(mix, lengths))
 
     # -- training contract -----------------------------------------------------------------------
     def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -392,7 +397,7 @@ class MultiHeadSeparator(SeparationModel):
         shared_logits = None if self.counter.needs_trunk else self.counter(mix / scale, lengths, None, None)
         blocks = [
             BlockOutput(est_sources={c: self._decode(feat, context, c, length, scale) for c in heads},
-                        count_logits=self.counter(mix, lengths, feat, frame_mask) if shared_logits is None
+                        count_logits=self.counter(mix / scale, lengths, feat, frame_mask) if shared_logits is None
                         else shared_logits)
             for feat in features
         ]
@@ -405,7 +410,7 @@ class MultiHeadSeparator(SeparationModel):
         features, context, scale = self._encode(mix, None, all_blocks=False)  # the trunk runs once
         features = features[0]
         if self._effective_count_method() == "head":
-            logits = (self.counter(mix, None, features, None) if self.counter.needs_trunk
+            logits = (self.counter(mix / scale, None, features, None) if self.counter.needs_trunk
                       else self.counter(mix / scale, None, None, None))
             probs = mix.new_zeros(mix.shape[0], self.max_speakers + 1)
             probs[:, self.count_offset:] = logits.softmax(dim=-1)

@@ -49,14 +49,22 @@ def portable(config: Any, key: str = "") -> Any:
 
 
 def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: str | os.PathLike | None = None,
-                     metrics: dict[str, float] | None = None, half: bool = False) -> dict:
+                     metrics: dict[str, float] | None = None, half: bool = False,
+                     calibrate: str | os.PathLike | None = None, l2: float = 1e-3, progress: bool = False) -> dict:
     """Write ``out``: the separator checkpoint ``model`` with, if given, the counter of checkpoint
     ``counter`` (both ``multihead`` models with the same ``max_speakers``), portable paths and the
     given extra ``metrics``; ``half`` stores the weights as float16 (half the size; they load into
-    the float32 model). Returns the written checkpoint dict.
+    the float32 model).
+
+    With ``calibrate`` (a mixture manifest, ``voxsep mix``), the counters are fused instead: a
+    ``fusion`` counter whose members are the separator's own counter and, if given, ``counter``'s;
+    its combiner is fitted on the manifest's mixtures (:func:`separation.counters.fit_fusion`, L2
+    weight ``l2``). The manifest must hold every talker count; use held-back speakers, never the
+    evaluation set. The combiner stays float32 with ``half``. Returns the written checkpoint dict.
 
     Raises:
-        VoxsepError: unreadable checkpoints, models that are not ``multihead``, mismatched counts.
+        VoxsepError: unreadable checkpoints, models that are not ``multihead``, mismatched counts,
+            a calibration set that misses a count.
     """
     base = load_checkpoint(model)
     if base["model_name"] != "multihead":
@@ -65,6 +73,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: 
     state = dict(base["state_dict"])
     base_metrics = dict(base.get("metrics", {}))
     sources = {"separator": portable_path(os.fspath(model)), "separator_step": base["step"]}
+    own = {k[len("counter."):]: v for k, v in state.items() if k.startswith("counter.")}
+    members = [(config["counter"], own)]
     if counter is not None:
         other = load_checkpoint(counter)
         if other["model_name"] != "multihead":
@@ -73,21 +83,86 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: 
         for key in ("max_speakers", "count_no_speech", "sample_rate"):
             if oc.get(key) != config.get(key):
                 raise VoxsepError(f"{counter}: its {key} is {oc.get(key)!r}, the separator's is {config.get(key)!r}")
-        config["counter"] = oc["counter"]
-        state = {k: v for k, v in state.items() if not k.startswith("counter.")}
-        state.update({k: v for k, v in other["state_dict"].items() if k.startswith("counter.")})
+        theirs = {k[len("counter."):]: v for k, v in other["state_dict"].items() if k.startswith("counter.")}
+        members = [(oc["counter"], theirs)] if calibrate is None else members + [(oc["counter"], theirs)]
         sources.update(counter=portable_path(os.fspath(counter)), counter_step=other["step"])
         # the separator run's count figures were its own count head's: keep the counter's instead
         base_metrics = {k: v for k, v in base_metrics.items() if "count" not in k}
         base_metrics.update({f"counter/{k}": v for k, v in other.get("metrics", {}).items()})
+    state = {k: v for k, v in state.items() if not k.startswith("counter.")}
+    if calibrate is None:
+        config["counter"] = members[0][0]
+        state.update({f"counter.{k}": v for k, v in members[0][1].items()})
+    else:
+        if any(spec.get("type") == "fusion" for spec, _ in members):
+            raise VoxsepError(f"{model}: its counter is already a fusion; export its separator run's best.pt instead")
+        config["counter"] = {"type": "fusion", "members": [spec for spec, _ in members]}
+        for i, (_, weights) in enumerate(members):
+            state.update({f"counter.members.{i}.{k}": v for k, v in weights.items()})
+    if half:  # fit (and check) the model that will be deployed: float16 weights in a float32 model
+        state = {k: v.half().to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}
     built = build_model("multihead", config)
     missing, unexpected = built.load_state_dict(state, strict=False)
+    if calibrate is not None:
+        missing = [k for k in missing if not k.startswith("counter.combine.")]
     if missing or unexpected:
         raise VoxsepError(f"{model}: exported weights do not fit the model (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]})")
+    if calibrate is not None:
+        fit = calibrate_counter(built, calibrate, base["sample_rate"], l2=l2, progress=progress)
+        sources.update(calibration=portable_path(os.fspath(calibrate)), calibration_l2=l2)
+        base_metrics = {k: v for k, v in base_metrics.items() if "count" not in k}
+        base_metrics.update(fit)
     train_config = portable({**base.get("train_config", {}), "exported_from": sources})
-    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in built.state_dict().items()}
+    weights = {k: v.half() if half and v.is_floating_point() and not k.startswith("counter.combine.") else v
+               for k, v in built.state_dict().items()}
     save_checkpoint(out, task=base["task"], model_name="multihead", model_config=config,
                     sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
                     metrics={**base_metrics, **(metrics or {})})
     return load_checkpoint(out)
+
+
+def calibrate_counter(model, manifest: str | os.PathLike, sample_rate: int, l2: float = 1e-3,
+                      progress: bool = False) -> dict[str, float]:
+    """Fit the combiner of ``model``'s ``fusion`` counter (in place) on the mixtures of
+    ``manifest``, one mixture at a time at full length. Returns the calibration figures:
+    ``calibration/n``, the members' and the fused accuracy on the calibration set
+    (``calibration/count_acc_member{i}``, ``calibration/count_acc``)."""
+    import torch
+    from tqdm import tqdm
+
+    from separation.counters import FusionCounter, fit_fusion
+    from separation.data import MixtureManifestDataset
+
+    if not isinstance(model.counter, FusionCounter):
+        raise VoxsepError("calibration needs a 'fusion' counter")
+    data = MixtureManifestDataset(manifest, sample_rate=sample_rate)
+    offset, n_classes = model.count_offset, model.n_count_classes
+    wanted = set(range(max(offset, 1), model.max_speakers + 1))
+    present = {rec.n_src for rec in data.records}
+    if offset == 0:
+        raise VoxsepError(f"{manifest}: calibrating a counter with a 'no speech' class is not supported")
+    if wanted - present:
+        raise VoxsepError(f"{manifest}: the calibration set has no mixture of {sorted(wanted - present)} talkers "
+                          f"(it needs every count 1..{model.max_speakers})")
+    extra = sorted(present - wanted)
+    if extra:
+        raise VoxsepError(f"{manifest}: mixtures of {extra} talkers, the model counts 1..{model.max_speakers}")
+    model.eval()
+    inputs, labels = [], []
+    with torch.no_grad():
+        for i in tqdm(range(len(data)), desc="calibrating the counter", unit="mix", disable=not progress):
+            item = data[i]
+            inputs.append(model.counter.member_log_probs(*model.count_inputs(item["mix"][None].float()))[0])
+            labels.append(int(item["n_src"]) - offset)
+    x, y = torch.stack(inputs), torch.tensor(labels)
+    weight, bias = fit_fusion(x, y, n_classes, l2=l2)
+    with torch.no_grad():
+        model.counter.combine.weight.copy_(weight)
+        model.counter.combine.bias.copy_(bias)
+        fused = model.counter.combine(x).argmax(-1)
+    figures = {"calibration/n": float(len(y)), "calibration/count_acc": float((fused == y).float().mean())}
+    for m in range(len(model.counter.members)):
+        own = x[:, m * n_classes:(m + 1) * n_classes].argmax(-1)
+        figures[f"calibration/count_acc_member{m}"] = float((own == y).float().mean())
+    return figures

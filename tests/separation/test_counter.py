@@ -94,3 +94,68 @@ def test_linear_frequency_counter_reads_the_stft_bins_up_to_max_hz():
     assert counter(tone, None).shape == (1, 5)
     with pytest.raises(ValueError, match="'mel' or 'linear'"):
         COUNTERS.build({**spec, "features": "bark"}, 5, 1, SR)
+
+
+# ---- fusion of counters (stacking) -----------------------------------------------------------------
+def test_fit_fusion_matches_scikit_learn_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    from separation.counters import fit_fusion
+
+    g = torch.Generator().manual_seed(0)
+    n, d, k = 300, 6, 4
+    y = torch.randint(0, k, (n,), generator=g)
+    x = torch.randn(n, d, generator=g) * torch.tensor([1.0, 3.0, 0.5, 2.0, 1.0, 10.0]) + 2.0
+    x[:, :k] += 1.5 * torch.nn.functional.one_hot(y, k)  # informative, noisy columns
+    l2 = 1e-2
+    weight, bias = fit_fusion(x, y, k, l2=l2)
+    mu, sd = x.double().mean(0), x.double().std(0, unbiased=False)
+    ref = LogisticRegression(C=1.0 / (2 * l2 * n), tol=1e-10, max_iter=10000).fit(((x.double() - mu) / sd).numpy(),
+                                                                                   y.numpy())
+    ours = x.double() @ weight.double().T + bias.double()
+    theirs = torch.from_numpy(ref.decision_function(((x.double() - mu) / sd).numpy()))
+    # softmax logits are defined up to a constant per row
+    diff = (ours - ours.mean(1, keepdim=True)) - (theirs - theirs.mean(1, keepdim=True))
+    assert diff.abs().max() < 1e-3
+    assert torch.equal(ours.argmax(1), theirs.argmax(1))
+
+
+def test_fit_fusion_rejects_bad_labels():
+    from separation.counters import fit_fusion
+
+    with pytest.raises(ValueError, match="labels must be in 0..2"):
+        fit_fusion(torch.zeros(4, 3), torch.tensor([0, 1, 2, 3]), 3)
+    with pytest.raises(ValueError, match="expected inputs"):
+        fit_fusion(torch.zeros(4, 3), torch.tensor([0, 1]), 3)
+
+
+def test_fusion_counter_starts_as_the_mean_of_its_members_log_probabilities():
+    config = {**COUNTER, "trunk": {"type": "blstm", "hidden_size": 8, "n_layers": 1},
+              "counter": {"type": "fusion", "members": [{"type": "head", "hidden_size": 8},
+                                                        {**COUNTER["counter"]}]}}
+    torch.manual_seed(0)
+    model = build_model("multihead", config).eval()
+    # the stored spec is complete (every member's defaults filled in): a checkpoint rebuilds it exactly
+    members = model.get_config()["counter"]["members"]
+    assert members[0] == {"type": "head", "hidden_size": 8} and members[1]["features"] == "mel"
+    assert model.counter.needs_trunk
+    mix = torch.randn(2, 4000) * 0.1
+    head, crnn = model.counter.members
+    inputs = model.count_inputs(mix)
+    expected = (head(*inputs).log_softmax(-1) + crnn(*inputs).log_softmax(-1)) / 2
+    assert torch.allclose(model.count_logits(mix), expected, atol=1e-6)
+    # the scale of the input does not change the count (every counter reads the normalised mixture)
+    assert torch.allclose(model.count_logits(mix * 7.0), model.count_logits(mix), atol=1e-4)
+    probs = model.count_probabilities(mix)
+    assert torch.allclose(probs[:, 1:], expected.softmax(-1), atol=1e-6) and torch.all(probs[:, 0] == 0)
+    _, probs_sep = model.separate_and_count(mix)
+    assert torch.allclose(probs_sep, probs, atol=1e-6)
+
+
+def test_fusion_counter_refuses_nested_or_empty_members():
+    from frontend.errors import VoxsepError
+
+    for members, message in (([], "members is empty"), ([{"type": "fusion"}], "cannot itself be a fusion"),
+                             ([{"type": "nope"}], "unknown counter 'nope'")):
+        with pytest.raises((ValueError, VoxsepError), match=message):
+            build_model("multihead", {**COUNTER, "counter": {"type": "fusion", "members": members}})

@@ -90,3 +90,77 @@ def test_export_half_precision_weights_load_into_the_float32_model(tmp_path):
     wav = torch.randn(4000) * 0.1
     (a,), (b,) = model.separate(wav, 2), separator.separate(wav, 2)
     assert float((a - b).norm() / b.norm()) < 1e-2
+
+
+def _calibration_manifest(tmp_path_factory):
+    from tests.separation.test_counter import CORPUS, SETTINGS
+    from tests.speech_fixture import cached_mixtures, cached_tiny_corpus
+
+    corpus = cached_tiny_corpus(tmp_path_factory, **CORPUS)
+    return cached_mixtures(tmp_path_factory, corpus, **SETTINGS) / "manifest_cv.jsonl"
+
+
+def test_export_calibrate_fuses_both_counters_fitted_on_the_manifest(tmp_path, tmp_path_factory, capsys):
+    import json
+
+    from separation.counters import fit_fusion
+    from separation.data import MixtureManifestDataset
+
+    manifest = _calibration_manifest(tmp_path_factory)
+    _save(tmp_path / "sep.pt", SEPARATOR, 1, {"run_dir": "runs/a"}, {"val/si_snri": 3.5, "val/count_acc": 0.3})
+    _save(tmp_path / "count.pt", COUNTER, 2, metrics={"val/count_acc": 0.7})
+    separator, counter = load_checkpoint(tmp_path / "sep.pt"), load_checkpoint(tmp_path / "count.pt")
+    out = tmp_path / "fused.pt"
+    assert main(["export", str(out), "--model", str(tmp_path / "sep.pt"), "--counter", str(tmp_path / "count.pt"),
+                 "--calibrate", str(manifest), "--l2", "0.01", "--half"]) == 0
+    n = sum(1 for line in manifest.read_text().splitlines() if line.strip())
+    assert f"counter calibrated on {n} mixtures" in capsys.readouterr().out
+    ckpt = load_checkpoint(out)
+    spec = ckpt["model_config"]["counter"]
+    assert spec["type"] == "fusion" and [m["type"] for m in spec["members"]] == ["head", "crnn"]
+    state = ckpt["state_dict"]
+    # members: the separator's own head and the counter's CRNN, float16; the combiner float32
+    for key, value in state.items():
+        if key.startswith("counter.members.0."):
+            source = separator["state_dict"]["counter." + key[len("counter.members.0."):]]
+        elif key.startswith("counter.members.1."):
+            source = counter["state_dict"]["counter." + key[len("counter.members.1."):]]
+        elif key.startswith("counter."):
+            assert key.startswith("counter.combine.") and value.dtype == torch.float32
+            continue
+        else:
+            source = separator["state_dict"][key]
+        assert torch.equal(value, source.half() if source.is_floating_point() else source), key
+    # the combiner is the logistic regression of the count on the members' log-probabilities
+    model = build_model("multihead", ckpt["model_config"]).eval()
+    model.load_state_dict(state)
+    data = MixtureManifestDataset(manifest, sample_rate=SR)
+    with torch.no_grad():
+        x = torch.cat([model.counter.member_log_probs(*model.count_inputs(data[i]["mix"][None].float()))
+                       for i in range(len(data))])
+    y = torch.tensor([data[i]["n_src"] - 1 for i in range(len(data))])
+    assert sorted(set(y.tolist())) == [0, 1, 2]
+    weight, bias = fit_fusion(x, y, 3, l2=0.01)
+    assert torch.allclose(state["counter.combine.weight"], weight, atol=1e-4)
+    assert torch.allclose(state["counter.combine.bias"], bias, atol=1e-4)
+    fused = (model.counter.combine(x).argmax(-1) == y).float().mean()
+    assert ckpt["metrics"]["calibration/n"] == n and abs(ckpt["metrics"]["calibration/count_acc"] - fused) < 1e-6
+    # the members' own count figures no longer describe the exported counter
+    assert "counter/val/count_acc" not in ckpt["metrics"] and "val/count_acc" not in ckpt["metrics"]
+    assert ckpt["metrics"]["val/si_snri"] == 3.5
+    assert ckpt["train_config"]["exported_from"]["calibration_l2"] == 0.01
+    assert json.dumps(ckpt["train_config"]).count("/tmp/") == 0
+
+
+def test_export_calibrate_needs_every_count(tmp_path, tmp_path_factory, capsys):
+    manifest = _calibration_manifest(tmp_path_factory)
+    partial = manifest.parent / "manifest_partial.jsonl"
+    import json
+    lines = [line for line in manifest.read_text().splitlines() if line.strip() and json.loads(line)["n_src"] < 3]
+    partial.write_text("\n".join(lines) + "\n")
+    _save(tmp_path / "sep.pt", SEPARATOR, 1)
+    out = tmp_path / "fused.pt"
+    assert main(["export", str(out), "--model", str(tmp_path / "sep.pt"), "--calibrate", str(partial)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no mixture of [3] talkers" in err[0] and "manifest_partial.jsonl" in err[0]
+    assert not out.exists()

@@ -3,7 +3,10 @@
 Takes a run's separator (``best.pt``) and, optionally, the counter trained on its own by the
 ``counting`` task, checks that they fit together, and writes one checkpoint whose stored training
 config holds no machine path (``DATA/...``, ``RUN/...`` placeholders). ``voxsep separate --model OUT``
-and ``voxsep count --model OUT`` then use the counter. Nothing is written on error.
+and ``voxsep count --model OUT`` then use the counter. With ``--calibrate MANIFEST`` the two counters
+(the separator's own head and ``--counter``) are fused: a logistic regression on both counters'
+log-probabilities, fitted on the manifest's mixtures of held-back speakers. Nothing is written on
+error.
 """
 from __future__ import annotations
 
@@ -15,15 +18,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="CKPT", help="separator checkpoint (a 'multihead' model)")
     parser.add_argument("--counter", default=None, metavar="CKPT",
                         help="take the counter from this checkpoint (a 'counting' run's best.pt)")
+    parser.add_argument("--calibrate", default=None, metavar="MANIFEST",
+                        help="fuse the separator's counter with --counter's and fit the fusion on this mixture "
+                             "manifest (voxsep mix, every count 1..max; held-back speakers, never the test set)")
+    parser.add_argument("--l2", type=float, default=1e-3,
+                        help="with --calibrate: L2 weight of the fusion's logistic regression (default 1e-3)")
     parser.add_argument("--half", action="store_true",
                         help="store the weights as float16 (half the size, e.g. for bundled models)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from frontend.errors import VoxsepError
     from voxsep.export import export_separator
 
-    ckpt = export_separator(args.model, args.out, args.counter, half=args.half)
+    if args.l2 < 0:
+        raise VoxsepError(f"--l2 must be >= 0, got {args.l2}")
+    ckpt = export_separator(args.model, args.out, args.counter, half=args.half, calibrate=args.calibrate,
+                            l2=args.l2, progress=True)
     counter = ckpt["model_config"]["counter"]["type"]
+    if args.calibrate is not None:
+        m = ckpt["metrics"]
+        members = ", ".join(f"{m[k]:.1%}" for k in sorted(m) if k.startswith("calibration/count_acc_member"))
+        print(f"counter calibrated on {int(m['calibration/n'])} mixtures: count accuracy {members} "
+              f"(members) -> {m['calibration/count_acc']:.1%} (fused, on the calibration set itself)")
     print(f"wrote {args.out}: {ckpt['model_name']} (encoder {ckpt['model_config']['encoder']['type']}, "
           f"trunk {ckpt['model_config']['trunk']['type']}, counter {counter}), step {ckpt['step']}")
     return 0
