@@ -181,7 +181,9 @@ class TaskModule(pl.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
     def configure_optimizers(self) -> Any:
-        return build_optimizer(self.model.parameters(), self.config, self.monitor_key)
+        # parts a task froze (requires_grad False) are left out
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return build_optimizer(params, self.config, self.monitor_key)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["voxsep_config"] = self.config

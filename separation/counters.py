@@ -3,6 +3,7 @@
 * ``head``: Multi-Decoder DPRNN's count head (Zhu, Yeh, Hasegawa-Johnson, ICASSP 2021,
   arXiv:2011.12022) on the trunk's features: PReLU + linear + ReLU per frame, mean over the valid
   frames, linear classifier.
+* ``head_rnn``: the same on the trunk's features, with a BLSTM over frames before the pooling.
 * ``crnn``: a dedicated counter on log-mel features in the line of CountNet (Stoeter, Chakrabarty,
   Edler, Habets, 2018, arXiv:1712.04555): convolution blocks over (frequency, time), a BLSTM over
   time, mean pooling over valid frames, a classifier. It does not need the trunk, so it trains on
@@ -55,6 +56,36 @@ class TrunkCountHead(nn.Module):
     def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor,
                 frame_mask: torch.Tensor | None) -> torch.Tensor:
         return self.classifier(masked_mean(self.proj(features), frame_mask))
+
+
+class TrunkCountRNN(nn.Module):
+    """Count head with temporal context on the trunk's features: PReLU + linear + ReLU per frame, a
+    BLSTM over frames, mean over the valid frames, linear classifier.
+
+    The trunk's features were learnt to tell the talkers apart, so a counter on them sees who is
+    speaking, not only how much; :class:`TrunkCountHead` averages frames independently, this one
+    can follow talkers through time. Train it on a frozen trunk (``task: counting`` with
+    ``task_options.freeze: [encoder, trunk, heads]``) so the separator is not changed; the counter
+    then belongs to that trunk (``voxsep export`` checks).
+    """
+
+    needs_trunk = True
+
+    @dataclass
+    class Config:
+        hidden_size: int = 128
+        rnn_size: int = 128
+
+    def __init__(self, config: "TrunkCountRNN.Config", n_classes: int, feature_size: int, sample_rate: int):
+        super().__init__()
+        self.config = config
+        self.proj = nn.Sequential(nn.PReLU(), nn.Linear(feature_size, config.hidden_size), nn.ReLU())
+        self.rnn = nn.LSTM(config.hidden_size, config.rnn_size, batch_first=True, bidirectional=True)
+        self.classifier = nn.Linear(2 * config.rnn_size, n_classes)
+
+    def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor,
+                frame_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.classifier(masked_mean(self.rnn(self.proj(features))[0], frame_mask))
 
 
 class CountCRNN(nn.Module):
@@ -216,6 +247,7 @@ def fit_fusion(inputs: torch.Tensor, labels: torch.Tensor, n_classes: int, l2: f
 
 COUNTERS = PartRegistry("counter")
 COUNTERS.register("head")(TrunkCountHead)
+COUNTERS.register("head_rnn")(TrunkCountRNN)
 COUNTERS.register("crnn")(CountCRNN)
 COUNTERS.register("fusion")(FusionCounter)
 

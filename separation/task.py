@@ -21,7 +21,7 @@ Relative paths are used as given (relative to the working directory).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -144,22 +144,36 @@ class CountingTask(SeparationTask):
     trunk does not run, so a step costs a fraction of a separation step and the counter sees far
     more mixtures per CPU-minute. The data section is the separation task's.
 
-    ``task_options``: ``label_smoothing`` (cross-entropy label smoothing, default 0.0).
+    ``task_options``: ``label_smoothing`` (cross-entropy label smoothing, default 0.0); ``freeze``
+    (parts of the model that keep their weights, e.g. ``[encoder, trunk, heads]`` to train a counter
+    that reads the trunk of a separator given by ``init_from`` without changing it; frozen parts
+    also stay in eval mode).
     """
 
     #: its checkpoints are separation models (the counter inside a MultiHeadSeparator)
     checkpoint_task = "separation"
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, freeze: Sequence[str] = ()):
         self.label_smoothing = float(label_smoothing)
+        self.freeze = [str(name) for name in (freeze or ())]
 
     def build_model(self, model_name: str, model_config: Mapping[str, Any]) -> nn.Module:
         model = super().build_model(model_name, model_config)
         if not callable(getattr(model, "count_logits", None)):
             raise VoxsepError(f"counting task: model {model_name!r} has no counter (use model 'multihead')")
+        for name in self.freeze:
+            part = getattr(model, name, None)
+            if not isinstance(part, nn.Module) or name == "counter":
+                raise VoxsepError(f"counting task: cannot freeze {name!r} (parts: encoder, trunk, heads)")
+            part.requires_grad_(False)
         return model
 
+    def _frozen_in_eval_mode(self, model: nn.Module) -> None:
+        for name in self.freeze:
+            getattr(model, name).eval()
+
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        self._frozen_in_eval_mode(model)
         logits = model.count_logits(batch["mix"], batch["lengths"])
         target = batch["n_src"].to(logits.device) - model.count_offset
         loss = torch.nn.functional.cross_entropy(logits, target, label_smoothing=self.label_smoothing)

@@ -48,7 +48,8 @@ def portable(config: Any, key: str = "") -> Any:
     return config
 
 
-def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: str | os.PathLike | None = None,
+def export_separator(model: str | os.PathLike, out: str | os.PathLike,
+                     counter: str | os.PathLike | list[str | os.PathLike] | None = None,
                      metrics: dict[str, float] | None = None, half: bool = False,
                      calibrate: str | os.PathLike | None = None, l2: float = 1e-3, progress: bool = False) -> dict:
     """Write ``out``: the separator checkpoint ``model`` with, if given, the counter of checkpoint
@@ -57,13 +58,15 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: 
     the float32 model).
 
     With ``calibrate`` (a mixture manifest, ``voxsep mix``), the counters are fused instead: a
-    ``fusion`` counter whose members are the separator's own counter and, if given, ``counter``'s;
+    ``fusion`` counter whose members are the separator's own counter and those of ``counter`` (one
+    checkpoint or a list);
     its combiner is fitted on the manifest's mixtures (:func:`separation.counters.fit_fusion`, L2
     weight ``l2``). The manifest must hold every talker count; use held-back speakers, never the
     evaluation set. The combiner stays float32 with ``half``. Returns the written checkpoint dict.
 
     Raises:
         VoxsepError: unreadable checkpoints, models that are not ``multihead``, mismatched counts,
+            a counter that reads another separator's trunk, several counters without ``calibrate``,
             a calibration set that misses a count.
     """
     base = load_checkpoint(model)
@@ -75,20 +78,29 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: 
     sources = {"separator": portable_path(os.fspath(model)), "separator_step": base["step"]}
     own = {k[len("counter."):]: v for k, v in state.items() if k.startswith("counter.")}
     members = [(config["counter"], own)]
-    if counter is not None:
-        other = load_checkpoint(counter)
+    counters = [] if counter is None else [counter] if isinstance(counter, (str, os.PathLike)) else list(counter)
+    if len(counters) > 1 and calibrate is None:
+        raise VoxsepError("several counters are fused: give --calibrate MANIFEST to fit the fusion")
+    for path in counters:
+        other = load_checkpoint(path)
         if other["model_name"] != "multihead":
-            raise VoxsepError(f"{counter}: the counter must come from a 'multihead' checkpoint")
+            raise VoxsepError(f"{path}: the counter must come from a 'multihead' checkpoint")
         oc = other["model_config"]
         for key in ("max_speakers", "count_no_speech", "sample_rate"):
             if oc.get(key) != config.get(key):
-                raise VoxsepError(f"{counter}: its {key} is {oc.get(key)!r}, the separator's is {config.get(key)!r}")
+                raise VoxsepError(f"{path}: its {key} is {oc.get(key)!r}, the separator's is {config.get(key)!r}")
+        if _reads_trunk(oc["counter"]):
+            _check_same_trunk(path, other, model, base)
         theirs = {k[len("counter."):]: v for k, v in other["state_dict"].items() if k.startswith("counter.")}
         members = [(oc["counter"], theirs)] if calibrate is None else members + [(oc["counter"], theirs)]
-        sources.update(counter=portable_path(os.fspath(counter)), counter_step=other["step"])
         # the separator run's count figures were its own count head's: keep the counter's instead
         base_metrics = {k: v for k, v in base_metrics.items() if "count" not in k}
         base_metrics.update({f"counter/{k}": v for k, v in other.get("metrics", {}).items()})
+        step = other["step"]
+        if len(counters) == 1:
+            sources.update(counter=portable_path(os.fspath(path)), counter_step=step)
+        else:
+            sources.setdefault("counters", []).append({"path": portable_path(os.fspath(path)), "step": step})
     state = {k: v for k, v in state.items() if not k.startswith("counter.")}
     if calibrate is None:
         config["counter"] = members[0][0]
@@ -120,6 +132,29 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike, counter: 
                     sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
                     metrics={**base_metrics, **(metrics or {})})
     return load_checkpoint(out)
+
+
+def _reads_trunk(spec: dict) -> bool:
+    """Whether a counter spec reads the trunk's features (its weights then belong to that trunk)."""
+    from separation.counters import COUNTERS
+
+    if spec.get("type") == "fusion":
+        return any(_reads_trunk(m) for m in spec.get("members", []))
+    cls = COUNTERS.classes.get(spec.get("type"))
+    return bool(getattr(cls, "needs_trunk", False))
+
+
+def _check_same_trunk(path, other: dict, model, base: dict) -> None:
+    """Refuse a trunk-reading counter trained on another trunk than the separator's."""
+    import torch
+
+    mine = {k: v for k, v in base["state_dict"].items() if k.startswith(("encoder.", "trunk."))}
+    theirs = {k: v for k, v in other["state_dict"].items() if k.startswith(("encoder.", "trunk."))}
+    same = mine.keys() == theirs.keys() and all(
+        mine[k].shape == theirs[k].shape and torch.equal(mine[k].float(), theirs[k].float()) for k in mine)
+    if not same:
+        raise VoxsepError(f"{path}: its counter reads the trunk of another separator than {model}; train it on "
+                          f"this separator's trunk (task counting, init_from + freeze)")
 
 
 def calibrate_counter(model, manifest: str | os.PathLike, sample_rate: int, l2: float = 1e-3,

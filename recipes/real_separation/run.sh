@@ -14,8 +14,8 @@
 # Speakers are split by the project's rule (frontend.utterances): 9 % of each corpus' speakers are
 # held back for validation (FRACTIONS); the validation mixtures pick checkpoints.
 #
-# Stages: 1 validation mixtures -> 2 train the separator -> 3 train the counter -> 4 export one
-# checkpoint -> 5 evaluate on the validation set (and on REAL_EVAL mixtures if given).
+# Stages: 1 validation and calibration mixtures -> 2 train the separator -> 3 train the counter ->
+# 4 export one checkpoint (the two counters fused, fitted on the calibration mixtures) -> 5 evaluate on the validation set (and on REAL_EVAL mixtures if given).
 # Usage (from the repository root):
 #   SPEECH=DATA/speech TTS=DATA/corpus NOISE=DATA/noise REAL_EVAL=DATA/real_speech/manifest.csv recipes/real_separation/run.sh
 #   STAGE=2 STOP=2 SPEECH=DATA/speech NOISE=DATA/noise recipes/real_separation/run.sh trainer.max_time_minutes=60
@@ -36,6 +36,7 @@ RUN=${RUN:-runs/real_separation/run}
 RUN_COUNTER=${RUN_COUNTER:-runs/real_counter/run}
 FRACTIONS=${FRACTIONS:-0.91,0.09,0}
 N_VALID=${N_VALID:-40}               # fixed validation mixtures per talker count
+N_CALIB=${N_CALIB:-100}              # calibration mixtures per talker count (same held-back speakers, other seed)
 N_EVAL=${N_EVAL:-30}                 # REAL_EVAL mixtures per talker count
 EXTRA=("$@")                         # more key=value overrides for `voxsep train` (stage 2)
 
@@ -48,10 +49,14 @@ NOISE_OPT="data.train.augment.noise.files=${NOISE:-null}"
 VALID="data.valid.manifests=$DATA/mixtures/manifest_cv.jsonl"
 
 if [ "$STAGE" -le 1 ] && [ "$STOP" -ge 1 ]; then
-  echo "stage 1: fixed validation mixtures of 1-5 held-back talkers -> $DATA/mixtures"
+  echo "stage 1: fixed validation mixtures of 1-5 held-back talkers -> $DATA/mixtures (and $DATA/calib)"
   if [ ! -f "$DATA/mixtures/manifest_cv.jsonl" ]; then
     voxsep mix --speech "$SPEECH" --out "$DATA/mixtures" --speakers 1-5 --splits cv \
       --split-fractions "$FRACTIONS" --n-mixtures "$N_VALID" --sample-rate 8000 --mode min --gains wsj0 --seed 0
+  fi
+  if [ ! -f "$DATA/calib/manifest_cv.jsonl" ]; then
+    voxsep mix --speech "$SPEECH" --out "$DATA/calib" --speakers 1-5 --splits cv \
+      --split-fractions "$FRACTIONS" --n-mixtures "$N_CALIB" --sample-rate 8000 --mode min --gains wsj0 --seed 1
   fi
 fi
 
@@ -67,8 +72,9 @@ if [ "$STAGE" -le 3 ] && [ "$STOP" -ge 3 ]; then
 fi
 
 if [ "$STAGE" -le 4 ] && [ "$STOP" -ge 4 ]; then
-  echo "stage 4: export $RUN/best.pt with the counter of $RUN_COUNTER/best.pt -> $RUN/model.pt"
-  voxsep export "$RUN/model.pt" --model "$RUN/best.pt" --counter "$RUN_COUNTER/best.pt"
+  echo "stage 4: export $RUN/best.pt with its count head fused with $RUN_COUNTER/best.pt -> $RUN/model.pt"
+  voxsep export "$RUN/model.pt" --model "$RUN/best.pt" --counter "$RUN_COUNTER/best.pt" \
+    --calibrate "$DATA/calib/manifest_cv.jsonl"
 fi
 
 if [ "$STAGE" -le 5 ] && [ "$STOP" -ge 5 ]; then

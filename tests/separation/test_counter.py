@@ -159,3 +159,78 @@ def test_fusion_counter_refuses_nested_or_empty_members():
                              ([{"type": "nope"}], "unknown counter 'nope'")):
         with pytest.raises((ValueError, VoxsepError), match=message):
             build_model("multihead", {**COUNTER, "counter": {"type": "fusion", "members": members}})
+
+
+# ---- a counter on the frozen trunk of a separator ------------------------------------------------
+TRUNK_COUNTER = {**COUNTER, "trunk": {"type": "blstm", "hidden_size": 8, "n_layers": 2},
+                 "counter": {"type": "head_rnn", "hidden_size": 8, "rnn_size": 8}}
+
+
+def test_counting_task_freeze_trains_the_counter_only(corpus):
+    from frontend.errors import VoxsepError
+
+    torch.manual_seed(0)
+    task = CountingTask(freeze=["encoder", "trunk", "heads"])
+    model = task.build_model("multihead", TRUNK_COUNTER)
+    assert model.counter.needs_trunk
+    assert not any(p.requires_grad for name in ("trunk", "heads") for p in getattr(model, name).parameters())
+    assert all(p.requires_grad for p in model.counter.parameters())
+    data = DynamicMixingDataset(corpus, counts=[1, 2, 3], segment=1.0, sample_rate=SR, epoch_size=4, seed=3)
+    batch = collate_mixtures([data[i] for i in range(4)])
+    model.train()
+    loss, logs = task.loss(model, batch)
+    loss.backward()
+    assert not model.trunk.training and model.counter.training  # frozen parts run in eval mode
+    assert all(p.grad is None for p in model.trunk.parameters())
+    assert all(p.grad is not None for p in model.counter.parameters())
+    with pytest.raises(VoxsepError, match="cannot freeze 'counter'"):
+        CountingTask(freeze=["counter"]).build_model("multihead", TRUNK_COUNTER)
+    with pytest.raises(VoxsepError, match="cannot freeze 'nope'"):
+        CountingTask(freeze=["nope"]).build_model("multihead", TRUNK_COUNTER)
+
+
+@pytest.mark.slow
+def test_trunk_counter_recipe_trains_on_a_frozen_separator_then_export_fuses_it(corpus, tmp_path_factory, tmp_path,
+                                                                                capsys):
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+
+    mixtures = cached_mixtures(tmp_path_factory, corpus, **SETTINGS)
+    manifest = mixtures / "manifest_cv.jsonl"
+    small = ["model.config.max_speakers=3", "model.config.trunk.hidden_size=16",
+             "model.config.counter.hidden_size=16", "model.config.counter.rnn_size=16"]
+    from engine.config import load_config
+
+    config = load_config(REPO / "recipes" / "real_separation" / "conf_counter_trunk.yaml", small)
+    separators = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        sep = build_model("multihead", {**config["model"]["config"], "counter": {"type": "head", "hidden_size": 8}})
+        path = tmp_path / f"sep{seed}.pt"
+        save_checkpoint(path, task="separation", model_name="multihead", model_config=sep.get_config(),
+                        sample_rate=SR, model=sep, train_config={}, step=seed)
+        separators.append(path)
+    run_dir = tmp_path / "count"
+    result = run_voxsep("train", str(REPO / "recipes" / "real_separation" / "conf_counter_trunk.yaml"), *small,
+                        "--run-dir", str(run_dir), f"init_from=[trunk={separators[0]}, heads={separators[0]}]",
+                        f"data.train.utterances={corpus}", "data.train.augment.noise.files=null",
+                        "data.train.epoch_size=8", "trainer.batch_size=4", "data.train.segment=1.0",
+                        "data.train.counts=[1, 2, 3]",
+                        f"data.valid.manifests={manifest}", "trainer.max_epochs=1", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained, first = load_checkpoint(run_dir / "best.pt"), load_checkpoint(separators[0])
+    for key, value in first["state_dict"].items():
+        if key.startswith(("trunk.", "heads.")):
+            assert torch.equal(trained["state_dict"][key], value), key  # the separator did not change
+    # export fuses the separator's head, the trunk counter and nothing else, fitted on the manifest
+    out = tmp_path / "fused.pt"
+    assert main(["export", str(out), "--model", str(separators[0]), "--counter", str(run_dir / "best.pt"),
+                 "--calibrate", str(manifest)]) == 0
+    spec = load_checkpoint(out)["model_config"]["counter"]
+    assert [m["type"] for m in spec["members"]] == ["head", "head_rnn"]
+    capsys.readouterr()
+    # ... but refuses it for another separator: the counter reads a trunk that is not there
+    out2 = tmp_path / "other.pt"
+    assert main(["export", str(out2), "--model", str(separators[1]), "--counter", str(run_dir / "best.pt"),
+                 "--calibrate", str(manifest)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "reads the trunk of another separator" in err[0] and not out2.exists()

@@ -3,8 +3,8 @@
 Takes a run's separator (``best.pt``) and, optionally, the counter trained on its own by the
 ``counting`` task, checks that they fit together, and writes one checkpoint whose stored training
 config holds no machine path (``DATA/...``, ``RUN/...`` placeholders). ``voxsep separate --model OUT``
-and ``voxsep count --model OUT`` then use the counter. With ``--calibrate MANIFEST`` the two counters
-(the separator's own head and ``--counter``) are fused: a logistic regression on both counters'
+and ``voxsep count --model OUT`` then use the counter. With ``--calibrate MANIFEST`` the counters
+(the separator's own head and each ``--counter``) are fused: a logistic regression on both counters'
 log-probabilities, fitted on the manifest's mixtures of held-back speakers. Nothing is written on
 error.
 """
@@ -16,8 +16,9 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT.pt", help="checkpoint to write")
     parser.add_argument("--model", required=True, metavar="CKPT", help="separator checkpoint (a 'multihead' model)")
-    parser.add_argument("--counter", default=None, metavar="CKPT",
-                        help="take the counter from this checkpoint (a 'counting' run's best.pt)")
+    parser.add_argument("--counter", action="append", default=None, metavar="CKPT",
+                        help="take the counter from this checkpoint (a 'counting' run's best.pt); with "
+                             "--calibrate, repeat it to fuse several counters with the separator's own")
     parser.add_argument("--calibrate", default=None, metavar="MANIFEST",
                         help="fuse the separator's counter with --counter's and fit the fusion on this mixture "
                              "manifest (voxsep mix, every count 1..max; held-back speakers, never the test set)")
