@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import signal
 
-from generation.enhancer import Enhancer, EnhancerConfig
+from generation.enhancer import Enhancer, EnhancerConfig, FrameEnhancer, FrameEnhancerConfig
 from generation.losses import denoising_l1, discretized_logistic_mixture_nll, mulaw_cross_entropy, si_snr
 from generation.noise import NOISE_KINDS, bandpass_noise, colored_noise, hum, make_noise, mix_at_snr
 from generation.task import EnhancementTask
@@ -82,6 +82,63 @@ def test_enhance_chunking_equals_one_pass():
     padded = torch.nn.functional.pad(x[:1] * scale, (model.wavenet.lookback, model.wavenet.lookahead))
     ref = model(padded)[:, model.valid_slice(padded.shape[-1])] / scale
     assert torch.allclose(whole[:1], ref, atol=1e-5)
+
+
+def tiny_frame_enhancer() -> FrameEnhancer:
+    return FrameEnhancer(FrameEnhancerConfig(
+        wavenet=WaveNetConfig(layers_per_cycle=3, n_cycles=1, kernel_size=3, causal=False, residual_channels=16,
+                              gate_channels=16, skip_channels=16, output="regression", regression_channels=33),
+        n_fft=64, hop_length=16, target_field=512))
+
+
+def test_frame_denoiser_masks_the_mixture_stft_and_chunks_exactly():
+    torch.manual_seed(0)
+    model = tiny_frame_enhancer().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # away from the init, so every frame's context matters
+    # receptive field: frames 1 + 2 * (1 + 2 + 4) = 15, i.e. 14 hops plus a window on each side
+    assert model.wavenet.receptive_field == 15 and model.receptive_field == 14 * 16 + 2 * 64 + 1
+    x = torch.randn(2, 3000) * 0.1
+    whole = model.enhance(x, target_field=3000)
+    for chunk in (100, 512, 1000):  # 100 is rounded up to whole hops (112)
+        assert torch.allclose(model.enhance(x, target_field=chunk), whole, atol=1e-6), chunk
+    # the output is the mixture's STFT times the head's sigmoid mask: a constant mask scales the input
+    constant = tiny_frame_enhancer().eval()
+    with torch.no_grad():
+        constant.wavenet.head2.weight.zero_()
+        constant.wavenet.head2.bias.fill_(math.log(0.25 / 0.75))  # sigmoid -> 0.25
+    assert torch.allclose(constant(x), 0.25 * x, atol=1e-5)
+    # a context shorter than the receptive field changes the output: the margin is needed
+    short = FrameEnhancer.lookback.fget, FrameEnhancer.lookahead.fget
+    try:
+        FrameEnhancer.lookback = property(lambda self: 64)
+        FrameEnhancer.lookahead = property(lambda self: 64)
+        assert not torch.allclose(model.enhance(x, target_field=112), whole, atol=1e-4)
+    finally:
+        FrameEnhancer.lookback, FrameEnhancer.lookahead = property(short[0]), property(short[1])
+    with pytest.raises(ValueError, match="regression_channels=257"):
+        FrameEnhancerConfig(wavenet=WaveNetConfig(causal=False, output="regression"))
+
+
+@pytest.mark.slow
+def test_frame_denoiser_improves_si_snr_after_short_training():
+    torch.manual_seed(0)
+    model = tiny_frame_enhancer()
+    task = EnhancementTask()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(150):
+        loss, _ = task.loss(model, noisy_batch(8, model.training_length, g))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = noisy_batch(8, 8000, torch.Generator().manual_seed(123))
+    model.eval()
+    est = model.enhance(test["noisy"])
+    before = si_snr(test["noisy"], test["clean"]).mean().item()
+    after = si_snr(est, test["clean"]).mean().item()
+    assert after - before >= 3.0, f"SI-SNR {before:.2f} -> {after:.2f} dB"
 
 
 def test_si_snr_matches_asteroid():

@@ -63,6 +63,18 @@ def test_conf_is_the_documented_cpu_recipe():
     assert separation["data"]["train"]["utterances"][0]["fractions"] == data["fractions"]
 
 
+def test_conf_tf_is_conf_with_the_wavenet_on_frames():
+    from engine.checkpoint import build_model
+    from generation import enhancer  # noqa: F401  (registers the denoisers)
+
+    conf, tf = read_yaml(RECIPE / "conf.yaml"), read_yaml(RECIPE / "conf_tf.yaml")
+    # the same data, split, loss and training settings: only the model differs
+    assert {k: v for k, v in tf.items() if k != "model"} == {k: v for k, v in conf.items() if k != "model"}
+    model = build_model(tf["model"]["name"], tf["model"]["config"])
+    assert type(model).__name__ == "FrameEnhancer"
+    assert model.wavenet.receptive_field == 253 and model.receptive_field / 16000 == pytest.approx(2.09, abs=0.01)
+
+
 def _run_recipe(run_sh: Path, tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
     """``run.sh`` from the repository root with ``variables`` in its environment and `voxsep` of
     this checkout first on the PATH (whatever is installed)."""
