@@ -59,7 +59,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
 
     With ``calibrate`` (a mixture manifest, ``voxsep mix``), the counters are fused instead: a
     ``fusion`` counter whose members are the separator's own counter and those of ``counter`` (one
-    checkpoint or a list);
+    checkpoint or a list; a fused counter brings its members, less those that read another
+    separator's trunk);
     its combiner is fitted on the manifest's mixtures (:func:`separation.counters.fit_fusion`, L2
     weight ``l2``). The manifest must hold every talker count; use held-back speakers, never the
     evaluation set. The combiner stays float32 with ``half``. Returns the written checkpoint dict.
@@ -77,7 +78,9 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     base_metrics = dict(base.get("metrics", {}))
     sources = {"separator": portable_path(os.fspath(model)), "separator_step": base["step"]}
     own = {k[len("counter."):]: v for k, v in state.items() if k.startswith("counter.")}
-    members = [(config["counter"], own)]
+    members = _unpacked(config["counter"], own)
+    if len(members) > 1 and calibrate is None:
+        raise VoxsepError(f"{model}: its counter is a fusion; give --calibrate MANIFEST to fit it again")
     counters = [] if counter is None else [counter] if isinstance(counter, (str, os.PathLike)) else list(counter)
     if len(counters) > 1 and calibrate is None:
         raise VoxsepError("several counters are fused: give --calibrate MANIFEST to fit the fusion")
@@ -89,10 +92,19 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
         for key in ("max_speakers", "count_no_speech", "sample_rate"):
             if oc.get(key) != config.get(key):
                 raise VoxsepError(f"{path}: its {key} is {oc.get(key)!r}, the separator's is {config.get(key)!r}")
-        if _reads_trunk(oc["counter"]):
-            _check_same_trunk(path, other, model, base)
         theirs = {k[len("counter."):]: v for k, v in other["state_dict"].items() if k.startswith("counter.")}
-        members = [(oc["counter"], theirs)] if calibrate is None else members + [(oc["counter"], theirs)]
+        unpacked = _unpacked(oc["counter"], theirs)
+        if len(unpacked) > 1 and calibrate is None:
+            raise VoxsepError(f"{path}: its counter is a fusion; give --calibrate MANIFEST to fit it with this separator")
+        if any(_reads_trunk(spec) for spec, _ in unpacked) and not _same_trunk(other, base):
+            if len(unpacked) == 1:
+                raise VoxsepError(f"{path}: its counter reads the trunk of another separator than {model}; train it "
+                                  f"on this separator's trunk (task counting, init_from + freeze)")
+            # a fused counter of another separator: keep the members that do not read its trunk
+            unpacked = [(spec, w) for spec, w in unpacked if not _reads_trunk(spec)]
+            if not unpacked:
+                raise VoxsepError(f"{path}: every member of its counter reads the trunk of another separator than {model}")
+        members = unpacked if calibrate is None else members + unpacked
         # the separator run's count figures were its own count head's: keep the counter's instead
         base_metrics = {k: v for k, v in base_metrics.items() if "count" not in k}
         base_metrics.update({f"counter/{k}": v for k, v in other.get("metrics", {}).items()})
@@ -106,8 +118,6 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
         config["counter"] = members[0][0]
         state.update({f"counter.{k}": v for k, v in members[0][1].items()})
     else:
-        if any(spec.get("type") == "fusion" for spec, _ in members):
-            raise VoxsepError(f"{model}: its counter is already a fusion; export its separator run's best.pt instead")
         config["counter"] = {"type": "fusion", "members": [spec for spec, _ in members]}
         for i, (_, weights) in enumerate(members):
             state.update({f"counter.members.{i}.{k}": v for k, v in weights.items()})
@@ -144,17 +154,31 @@ def _reads_trunk(spec: dict) -> bool:
     return bool(getattr(cls, "needs_trunk", False))
 
 
-def _check_same_trunk(path, other: dict, model, base: dict) -> None:
-    """Refuse a trunk-reading counter trained on another trunk than the separator's."""
+def _same_trunk(other: dict, base: dict) -> bool:
+    """Whether two checkpoints hold the same encoder and trunk weights (float16 copies of float32
+    weights count as the same: an exported model against its run)."""
     import torch
 
     mine = {k: v for k, v in base["state_dict"].items() if k.startswith(("encoder.", "trunk."))}
     theirs = {k: v for k, v in other["state_dict"].items() if k.startswith(("encoder.", "trunk."))}
-    same = mine.keys() == theirs.keys() and all(
-        mine[k].shape == theirs[k].shape and torch.equal(mine[k].float(), theirs[k].float()) for k in mine)
-    if not same:
-        raise VoxsepError(f"{path}: its counter reads the trunk of another separator than {model}; train it on "
-                          f"this separator's trunk (task counting, init_from + freeze)")
+
+    def same(a, b):
+        if a.shape != b.shape:
+            return False
+        if a.dtype == b.dtype:
+            return torch.equal(a, b)
+        return torch.equal(a.half().float(), b.half().float())
+
+    return mine.keys() == theirs.keys() and all(same(mine[k], theirs[k]) for k in mine)
+
+
+def _unpacked(spec: dict, weights: dict) -> list[tuple[dict, dict]]:
+    """A counter as fusion members: ``[(spec, weights)]``, or a fusion's members (its combiner
+    dropped: a new fusion is fitted)."""
+    if spec.get("type") != "fusion":
+        return [(spec, weights)]
+    return [(member, {k[len(f"members.{i}."):]: v for k, v in weights.items() if k.startswith(f"members.{i}.")})
+            for i, member in enumerate(spec["members"])]
 
 
 def calibrate_counter(model, manifest: str | os.PathLike, sample_rate: int, l2: float = 1e-3,

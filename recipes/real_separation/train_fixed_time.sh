@@ -3,7 +3,7 @@
 # On a machine with a CUDA GPU it runs conf_gpu.yaml (one GPU, batch 32 x 4 s, mixed precision);
 # elsewhere the CPU config conf.yaml with one thread. It starts from INIT (default: the bundled model,
 # so it continues the campaign; INIT=none starts from scratch), makes the validation mixtures if they are missing, and evaluates
-# the result (with INIT's counter) on them. Outputs: $RUN/best.pt, $RUN/model.pt (separator + counter),
+# the result (with INIT's counter, fused and calibrated) on them. Outputs: $RUN/best.pt, $RUN/model.pt (separator + counter),
 # $RUN/history.jsonl, $RUN/eval_valid/summary.json.
 #
 # Usage (repository root):
@@ -53,11 +53,16 @@ if [ ! -f "$DATA/mixtures/manifest_cv.jsonl" ]; then
   voxsep mix --speech "$SPEECH" --out "$DATA/mixtures" --speakers 1-5 --splits cv \
     --split-fractions "$FRACTIONS" --n-mixtures 40 --sample-rate 8000 --mode min --gains wsj0 --seed 0
 fi
+if [ ! -f "$DATA/calib/manifest_cv.jsonl" ]; then  # the count fusion's calibration mixtures (other seed)
+  voxsep mix --speech "$SPEECH" --out "$DATA/calib" --speakers 1-5 --splits cv \
+    --split-fractions "$FRACTIONS" --n-mixtures 100 --sample-rate 8000 --mode min --gains wsj0 --seed 1
+fi
 if [ "$INIT" = default ]; then
   INIT=$(python -c "from voxsep.registry import list_models; print([m.path for m in list_models('separation') if m.name == 'default'][0])")
 fi
-# the separator's trunk and heads come from INIT (its counter is a separately trained CRNN, put back
-# by the export below; the run's own count head starts fresh)
+# the separator's trunk and heads come from INIT; the run's own count head starts fresh. The export
+# below fuses it with INIT's counters that do not read INIT's trunk (the CRNN), fitted on the
+# calibration mixtures
 INIT_OPT="init_from=[trunk=$INIT, heads=$INIT]"; [ "$INIT" = none ] && INIT_OPT="init_from=null"
 voxsep train "$CONF" "run_dir=$RUN" "$INIT_OPT" \
   "data.train.utterances=[{path: $SPEECH, weight: 1.0, fractions: [$FRACTIONS]}]" \
@@ -65,7 +70,7 @@ voxsep train "$CONF" "run_dir=$RUN" "$INIT_OPT" \
   "trainer.max_time_minutes=$MINUTES"
 MODEL=$RUN/best.pt
 if [ "$INIT" != none ]; then
-  voxsep export "$RUN/model.pt" --model "$RUN/best.pt" --counter "$INIT"
+  voxsep export "$RUN/model.pt" --model "$RUN/best.pt" --counter "$INIT" --calibrate "$DATA/calib/manifest_cv.jsonl"
   MODEL=$RUN/model.pt
 fi
 voxsep evaluate --model "$MODEL" --data "$DATA/mixtures" --split cv --no-bss --no-pesq --no-stoi --out "$RUN/eval_valid"

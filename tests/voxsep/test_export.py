@@ -151,6 +151,28 @@ def test_export_calibrate_fuses_both_counters_fitted_on_the_manifest(tmp_path, t
     assert ckpt["train_config"]["exported_from"]["calibration_l2"] == 0.01
     assert json.dumps(ckpt["train_config"]).count("/tmp/") == 0
 
+    # a fused checkpoint is fitted again from its members (not nested) ...
+    again = tmp_path / "again.pt"
+    assert main(["export", str(again), "--model", str(out), "--calibrate", str(manifest), "--l2", "0.01"]) == 0
+    again_ckpt = load_checkpoint(again)
+    assert [m["type"] for m in again_ckpt["model_config"]["counter"]["members"]] == ["head", "crnn"]
+    assert torch.allclose(again_ckpt["state_dict"]["counter.combine.weight"], weight, atol=1e-4)
+    # ... and brings its members to another separator, less the head that reads its own trunk
+    _save(tmp_path / "sep_other.pt", SEPARATOR, 3)
+    other = tmp_path / "other.pt"
+    assert main(["export", str(other), "--model", str(tmp_path / "sep_other.pt"), "--counter", str(out),
+                 "--calibrate", str(manifest)]) == 0
+    other_ckpt = load_checkpoint(other)
+    assert [m["type"] for m in other_ckpt["model_config"]["counter"]["members"]] == ["head", "crnn"]
+    third = load_checkpoint(tmp_path / "sep_other.pt")["state_dict"]
+    assert torch.equal(other_ckpt["state_dict"]["counter.members.0.classifier.weight"], third["counter.classifier.weight"])
+    assert torch.equal(other_ckpt["state_dict"]["counter.members.1.classifier.weight"],
+                       counter["state_dict"]["counter.classifier.weight"].half().float())
+    capsys.readouterr()
+    # a fusion is never taken without fitting it again
+    assert main(["export", str(tmp_path / "x.pt"), "--model", str(tmp_path / "sep_other.pt"), "--counter", str(out)]) == 2
+    assert "its counter is a fusion; give --calibrate" in capsys.readouterr().err
+
 
 def test_export_calibrate_needs_every_count(tmp_path, tmp_path_factory, capsys):
     manifest = _calibration_manifest(tmp_path_factory)
