@@ -318,10 +318,22 @@ class MultiHeadSeparator(SeparationModel):
         """Samples per encoder frame (long-file windows are aligned to it)."""
         return int(self.encoder.hop)
 
-    @staticmethod
-    def upgrade_state_dict(state_dict: dict) -> dict:
-        """A state dict of any earlier layout in this class's layout (``init_from`` uses it)."""
-        return upgrade_svoice_state_dict(state_dict)
+    def upgrade_state_dict(self, state_dict: dict) -> dict:
+        """A state dict of any earlier layout in this class's layout (``init_from`` uses it). A
+        fused counter (``counter.members.N.*``, e.g. of the bundled model) gives this model's
+        single counter the first member with the same weight names and shapes, so that
+        ``init_from=[counter=BUNDLED]`` continues that member's training."""
+        state = upgrade_svoice_state_dict(state_dict)
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("counter.")}
+        if any(k.startswith("counter.members.") for k in own) or not any(k.startswith("counter.members.") for k in state):
+            return state
+        others = {k: v for k, v in state.items() if not k.startswith("counter.")}
+        for i in range(len({k.split(".")[2] for k in state if k.startswith("counter.members.")})):
+            prefix = f"counter.members.{i}."
+            member = {"counter." + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if member.keys() == own.keys() and all(member[k].shape == own[k].shape for k in own):
+                return {**others, **member}
+        return state
 
     # -- pieces ---------------------------------------------------------------------------------
     def _scale(self, mix: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

@@ -151,6 +151,15 @@ def test_export_calibrate_fuses_both_counters_fitted_on_the_manifest(tmp_path, t
     assert ckpt["train_config"]["exported_from"]["calibration_l2"] == 0.01
     assert json.dumps(ckpt["train_config"]).count("/tmp/") == 0
 
+    # init_from=[counter=FUSED] continues training the member that fits the model's counter (the CRNN)
+    from engine.train import init_weights
+
+    crnn = build_model("multihead", COUNTER)
+    report = init_weights(crnn, [f"counter={out}"])
+    assert not [k for k in report["missing"] if k.startswith("counter.")]
+    for key, value in crnn.state_dict().items():
+        if key.startswith("counter.") and value.is_floating_point():
+            assert torch.equal(value, counter["state_dict"][key].half().float()), key
     # a fused checkpoint is fitted again from its members (not nested) ...
     again = tmp_path / "again.pt"
     assert main(["export", str(again), "--model", str(out), "--calibrate", str(manifest), "--l2", "0.01"]) == 0
