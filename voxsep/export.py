@@ -1,10 +1,11 @@
-"""Deployable checkpoints: a separator with a separately trained counter, portable paths.
+"""Deployable checkpoints: a separator with separately trained counters, portable paths.
 
 :func:`export_separator` writes one checkpoint from the best separator of a training run and,
 optionally, the counter of another run (the ``counting`` task trains the counter on its own).
 The stored ``train_config`` keeps no path of the machine it was trained on: absolute paths and
 paths that climb out of the repository (``../shared/speech``) become ``DATA/...`` placeholders,
-run folders ``RUN/...`` (see :func:`portable`).
+run folders ``RUN/...`` (see :func:`portable`). :func:`export_checkpoint` does the same (paths,
+float16) for a checkpoint of any other task.
 """
 from __future__ import annotations
 
@@ -72,7 +73,9 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     """
     base = load_checkpoint(model)
     if base["model_name"] != "multihead":
-        raise VoxsepError(f"{model}: export takes a 'multihead' separator, got {base['model_name']!r}")
+        if counter or calibrate is not None:
+            raise VoxsepError(f"{model}: counters go with a 'multihead' separator, not a {base['model_name']!r} model")
+        return export_checkpoint(model, out, metrics=metrics, half=half)
     config = dict(base["model_config"])
     state = dict(base["state_dict"])
     base_metrics = dict(base.get("metrics", {}))
@@ -141,6 +144,21 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     save_checkpoint(out, task=base["task"], model_name="multihead", model_config=config,
                     sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
                     metrics={**base_metrics, **(metrics or {})})
+    return load_checkpoint(out)
+
+
+def export_checkpoint(model: str | os.PathLike, out: str | os.PathLike, metrics: dict[str, float] | None = None,
+                      half: bool = False) -> dict:
+    """Write ``out``: any voxsep checkpoint (a denoiser, a vocoder, ...) with portable paths in its
+    stored training config, the given extra ``metrics``, and float16 weights with ``half``."""
+    base = load_checkpoint(model)
+    state = base["state_dict"]
+    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
+    train_config = portable({**base.get("train_config", {}),
+                             "exported_from": {"model": portable_path(os.fspath(model)), "step": base["step"]}})
+    save_checkpoint(out, task=base["task"], model_name=base["model_name"], model_config=base["model_config"],
+                    sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
+                    metrics={**dict(base.get("metrics", {})), **(metrics or {})})
     return load_checkpoint(out)
 
 

@@ -195,3 +195,36 @@ def test_export_calibrate_needs_every_count(tmp_path, tmp_path_factory, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no mixture of [3] talkers" in err[0] and "manifest_partial.jsonl" in err[0]
     assert not out.exists()
+
+
+def test_export_of_a_denoiser_makes_paths_portable_and_halves_the_weights(tmp_path, capsys):
+    from generation.enhancer import FrameEnhancer, FrameEnhancerConfig
+    from generation.wavenet import WaveNetConfig
+
+    torch.manual_seed(0)
+    config = FrameEnhancerConfig(
+        wavenet=WaveNetConfig(layers_per_cycle=2, n_cycles=1, kernel_size=3, causal=False, residual_channels=8,
+                              gate_channels=8, skip_channels=8, output="regression", regression_channels=33),
+        n_fft=64, hop_length=16, target_field=256)
+    model = FrameEnhancer(config).eval()
+    save_checkpoint(tmp_path / "d.pt", task="enhancement", model_name="wavenet_tf_denoiser",
+                    model_config=config, sample_rate=16000, model=model, step=7,
+                    train_config={"data": {"manifest": "/home/x/shared/speech/manifest.csv"}, "run_dir": "runs/d03"},
+                    metrics={"val/si_snri": 3.0})
+    out = tmp_path / "denoiser.pt"
+    assert main(["export", str(out), "--model", str(tmp_path / "d.pt"), "--half"]) == 0
+    assert "enhancement model wavenet_tf_denoiser, step 7" in capsys.readouterr().out
+    ckpt = load_checkpoint(out)
+    assert ckpt["task"] == "enhancement" and ckpt["metrics"] == {"val/si_snri": 3.0}
+    assert ckpt["train_config"]["data"]["manifest"] == "DATA/speech/manifest.csv"
+    assert ckpt["train_config"]["run_dir"] == "RUN/d03" and "/home/" not in repr(ckpt["train_config"])
+    assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    from voxsep.registry import load_model
+
+    loaded, _ = load_model(out, "enhancement")
+    wav = torch.randn(4000) * 0.1
+    a, b = loaded.enhance(wav), model.enhance(wav)
+    assert float((a - b).norm() / b.norm()) < 1e-2
+    # counters go with separators only
+    assert main(["export", str(tmp_path / "x.pt"), "--model", str(tmp_path / "d.pt"), "--counter", str(out)]) == 2
+    assert "counters go with a 'multihead' separator" in capsys.readouterr().err

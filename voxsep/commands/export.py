@@ -15,7 +15,9 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT.pt", help="checkpoint to write")
-    parser.add_argument("--model", required=True, metavar="CKPT", help="separator checkpoint (a 'multihead' model)")
+    parser.add_argument("--model", required=True, metavar="CKPT",
+                        help="separator checkpoint (a 'multihead' model), or a checkpoint of another task "
+                             "(denoiser, vocoder: portable paths and --half only)")
     parser.add_argument("--counter", action="append", default=None, metavar="CKPT",
                         help="take the counter from this checkpoint (a 'counting' run's best.pt); with "
                              "--calibrate, repeat it to fuse several counters with the separator's own")
@@ -36,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
         raise VoxsepError(f"--l2 must be >= 0, got {args.l2}")
     ckpt = export_separator(args.model, args.out, args.counter, half=args.half, calibrate=args.calibrate,
                             l2=args.l2, progress=True)
+    if ckpt["model_name"] != "multihead":
+        print(f"wrote {args.out}: {ckpt['task']} model {ckpt['model_name']}, step {ckpt['step']}")
+        return 0
     counter = ckpt["model_config"]["counter"]["type"]
     if args.calibrate is not None:
         m = ckpt["metrics"]
