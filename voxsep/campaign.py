@@ -93,12 +93,15 @@ def plot_log(log: str | os.PathLike, path: str | os.PathLike, title: str = "") -
     if not points:
         raise VoxsepError(f"{log}: the campaign log is empty")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for run in dict.fromkeys(p["run"] for p in points):
+    runs = list(dict.fromkeys(p["run"] for p in points))
+    colors = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")  # one colour per run
+    for i, run in enumerate(runs):
         pts = sorted((p for p in points if p["run"] == run), key=lambda p: p["campaign_cpu_h"])
         x = [p["campaign_cpu_h"] for p in pts]
-        axes[0].plot(x, [p.get("val/si_snri", float("nan")) for p in pts], marker=".", label=run)
+        style = dict(marker=".", label=run, color=colors(i % colors.N))
+        axes[0].plot(x, [p.get("val/si_snri", float("nan")) for p in pts], **style)
         acc = [p.get("val/count_acc_est", p.get("val/count_acc", float("nan"))) for p in pts]
-        axes[1].plot(x, [100 * a for a in acc], marker=".", label=run)
+        axes[1].plot(x, [100 * a for a in acc], **style)
     axes[0].set_ylabel("validation SI-SNRi, 2-5 talkers (dB)")
     axes[1].set_ylabel("validation count accuracy (%)")
     for ax in axes:

@@ -52,13 +52,14 @@ def portable(config: Any, key: str = "") -> Any:
 def export_separator(model: str | os.PathLike, out: str | os.PathLike,
                      counter: str | os.PathLike | list[str | os.PathLike] | None = None,
                      metrics: dict[str, float] | None = None, half: bool = False,
-                     calibrate: str | os.PathLike | None = None, l2: float = 1e-3, progress: bool = False) -> dict:
+                     calibrate: str | os.PathLike | list[str | os.PathLike] | None = None, l2: float = 1e-3,
+                     progress: bool = False) -> dict:
     """Write ``out``: the separator checkpoint ``model`` with, if given, the counter of checkpoint
     ``counter`` (both ``multihead`` models with the same ``max_speakers``), portable paths and the
     given extra ``metrics``; ``half`` stores the weights as float16 (half the size; they load into
     the float32 model).
 
-    With ``calibrate`` (a mixture manifest, ``voxsep mix``), the counters are fused instead: a
+    With ``calibrate`` (a mixture manifest of ``voxsep mix``, or several), the counters are fused: a
     ``fusion`` counter whose members are the separator's own counter and those of ``counter`` (one
     checkpoint or a list; a fused counter brings its members, less those that read another
     separator's trunk);
@@ -135,7 +136,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
                           f"unexpected {unexpected[:3]})")
     if calibrate is not None:
         fit = calibrate_counter(built, calibrate, base["sample_rate"], l2=l2, progress=progress)
-        sources.update(calibration=portable_path(os.fspath(calibrate)), calibration_l2=l2)
+        sets = [calibrate] if isinstance(calibrate, (str, os.PathLike)) else list(calibrate)
+        sources.update(calibration=[portable_path(os.fspath(c)) for c in sets], calibration_l2=l2)
         base_metrics = {k: v for k, v in base_metrics.items() if "count" not in k}
         base_metrics.update(fit)
     train_config = portable({**base.get("train_config", {}), "exported_from": sources})
@@ -199,10 +201,10 @@ def _unpacked(spec: dict, weights: dict) -> list[tuple[dict, dict]]:
             for i, member in enumerate(spec["members"])]
 
 
-def calibrate_counter(model, manifest: str | os.PathLike, sample_rate: int, l2: float = 1e-3,
-                      progress: bool = False) -> dict[str, float]:
+def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLike], sample_rate: int,
+                      l2: float = 1e-3, progress: bool = False) -> dict[str, float]:
     """Fit the combiner of ``model``'s ``fusion`` counter (in place) on the mixtures of
-    ``manifest``, one mixture at a time at full length. Returns the calibration figures:
+    ``manifest`` (one or several), one mixture at a time at full length. Returns the calibration figures:
     ``calibration/n``, the members' and the fused accuracy on the calibration set
     (``calibration/count_acc_member{i}``, ``calibration/count_acc``)."""
     import torch
@@ -214,6 +216,7 @@ def calibrate_counter(model, manifest: str | os.PathLike, sample_rate: int, l2: 
     if not isinstance(model.counter, FusionCounter):
         raise VoxsepError("calibration needs a 'fusion' counter")
     data = MixtureManifestDataset(manifest, sample_rate=sample_rate)
+    manifest = ", ".join(os.fspath(m) for m in ([manifest] if isinstance(manifest, (str, os.PathLike)) else manifest))
     offset, n_classes = model.count_offset, model.n_count_classes
     wanted = set(range(max(offset, 1), model.max_speakers + 1))
     present = {rec.n_src for rec in data.records}

@@ -1,6 +1,8 @@
 """One rule for bad input files in `separate`, `enhance` and `vocode` (and `count`), and honest
-commands when no model is bundled (issue 12): one error line, exit 2, no output written."""
+commands when no model is bundled (issue 12: the vocoder): one error line, exit 2, no output written."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -53,12 +55,10 @@ def _speech(path, seconds=0.3, seed=0):
 
 
 @pytest.mark.parametrize("argv, needs", [
-    (["enhance", "IN", "-o", "OUT"], "voxsep enhance needs --model CKPT: no denoiser is bundled"),
     (["vocode", "IN", "-o", "OUT"], "voxsep vocode needs --model CKPT: no vocoder is bundled"),
-    (["separate", "IN", "-o", "OUT", "--enhance"], "voxsep separate --enhance needs --enhance CKPT: no denoiser"),
 ])
 def test_a_command_without_a_bundled_model_needs_one(tmp_path, capsys, argv, needs):
-    task = "enhancement" if "enhance" in " ".join(argv) else "vocoder"
+    task = "vocoder"
     # bundling one gives the command a real default: this test must then change with it
     assert not bundled_default(task), f"a {task} model is bundled: test the command's default instead"
     wav = _speech(tmp_path / "in.wav")
@@ -70,13 +70,28 @@ def test_a_command_without_a_bundled_model_needs_one(tmp_path, capsys, argv, nee
     assert captured.out == "" and not out.exists()
 
 
-@pytest.mark.parametrize("name", ["enhance", "vocode"])
+@pytest.mark.parametrize("name", ["vocode"])
 def test_help_says_the_model_is_required_and_states_the_file_rule(capsys, name):
     with pytest.raises(SystemExit):
         main([name, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--model NAME|CKPT required: a " in text and "(default: the bundled" not in text
     assert " ".join(BAD_FILE_RULE.split()) in text
+
+
+def test_enhance_and_separate_enhance_use_the_bundled_denoiser(tmp_path, capsys):
+    assert bundled_default("enhancement") == "default"
+    with pytest.raises(SystemExit):
+        main(["enhance", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: the bundled 'default')" in text and " ".join(BAD_FILE_RULE.split()) in text
+    wav = _speech(tmp_path / "in.wav", seconds=1.0)
+    assert main(["enhance", str(wav), "-o", str(tmp_path / "enhanced")]) == 0
+    out, sr = sf.read(tmp_path / "enhanced" / "in.wav")
+    assert sr == SR and out.shape == (SR,) and np.isfinite(out).all()
+    assert main(["separate", str(wav), "-o", str(tmp_path / "sep"), "-k", "2", "--enhance"]) == 0
+    summary = json.loads((tmp_path / "sep" / "in" / "summary.json").read_text())
+    assert summary["enhanced_with"] == "default" and summary["sources"] == ["s1.wav", "s2.wav"]
 
 
 @pytest.mark.parametrize("name", ["separate", "enhance", "vocode", "count"])

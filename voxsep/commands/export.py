@@ -21,9 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--counter", action="append", default=None, metavar="CKPT",
                         help="take the counter from this checkpoint (a 'counting' run's best.pt); with "
                              "--calibrate, repeat it to fuse several counters with the separator's own")
-    parser.add_argument("--calibrate", default=None, metavar="MANIFEST",
+    parser.add_argument("--calibrate", action="append", default=None, metavar="MANIFEST",
                         help="fuse the separator's counter with --counter's and fit the fusion on this mixture "
-                             "manifest (voxsep mix, every count 1..max; held-back speakers, never the test set)")
+                             "manifest (voxsep mix, every count 1..max; held-back speakers, never the test set); "
+                             "repeat it to fit on several sets together (e.g. real and synthetic voices)")
     parser.add_argument("--l2", type=float, default=1e-3,
                         help="with --calibrate: L2 weight of the fusion's logistic regression (default 1e-3)")
     parser.add_argument("--half", action="store_true",
