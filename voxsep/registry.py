@@ -31,8 +31,8 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 #: Task -> (what its model is called in messages, the recipe that trains one).
 TASK_MODELS = {"separation": ("separation model", "recipes/tts_separation"),
-               "enhancement": ("denoiser", "recipes/tts_enhancement"),
-               "vocoder": ("vocoder", "recipes/tts_vocoder")}
+               "enhancement": ("denoiser", "recipes/real_enhancement"),
+               "vocoder": ("vocoder", "recipes/real_vocoder")}
 DEFAULT_NAME = "default"
 
 

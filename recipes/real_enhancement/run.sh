@@ -23,7 +23,7 @@ set -euo pipefail
 SPEECH=${SPEECH:?set SPEECH to a folder or table of single-talker speech}
 NOISE=${NOISE:?set NOISE to a folder or table of noise recordings}
 REAL_PAIRS=${REAL_PAIRS:-}
-CONF=${CONF:-recipes/real_enhancement/conf.yaml}
+CONF=${CONF:-recipes/real_enhancement/conf_tf.yaml}
 STAGE=${STAGE:-1}
 STOP=${STOP:-3}
 DATA=${DATA:-data/real_enhancement}

@@ -1,9 +1,9 @@
-"""`voxsep enhance IN... [-o OUT] --model CKPT`: denoise speech with the WaveNet denoiser.
+"""`voxsep enhance IN... [-o OUT] [--model NAME|CKPT]`: denoise speech with the WaveNet denoiser.
 
 Inputs are audio files or folders (searched recursively). Each output is ``OUT/<name>.wav``
 (folders keep their relative layout) at the input's sample rate; multichannel input is mixed down
 to mono. The output is scaled down if it would clip (:func:`voxsep.pipelines.denoise`, as
-``separate --enhance``). No denoiser is bundled yet, so ``--model`` is required until one is.
+``separate --enhance``). Without ``--model`` it uses the bundled denoiser ``default``.
 Bad files follow the rule of :mod:`voxsep.files`: every input is checked first, a bad one stops
 the command with one line naming it (exit 2) and no output.
 """

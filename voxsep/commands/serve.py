@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port)")
     add_separator_options(parser)
     parser.add_argument("--enhance", default=None, metavar="NAME|CKPT",
-                        help="offer this WaveNet denoiser on the page (none is bundled)")
+                        help="offer this WaveNet denoiser on the page (a bundled name such as default, or a checkpoint)")
     parser.add_argument("--work-dir", default=None, metavar="DIR",
                         help="folder for uploads and results (default: a new temporary folder, removed on exit)")
     parser.add_argument("--max-upload-mb", type=float, default=200.0, metavar="MB",
