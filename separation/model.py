@@ -242,7 +242,7 @@ class MultiHeadConfig:
         max_speakers: largest talker count; one decoder head per count 1..max_speakers [C].
         encoder: ``{type: conv|stft, ...}`` (:mod:`separation.encoders`).
         trunk: ``{type: NAME, ...}``, a registered trunk (:mod:`separation.trunks`).
-        counter: ``{type: head|crnn|fusion, ...}`` (:mod:`separation.counters`).
+        counter: ``{type: head|head_rnn|crnn|fusion, ...}`` (:mod:`separation.counters`).
         count_no_speech: add a "no speech" (0 talkers) class to the counter.
         count_method: ``head`` (the counter) or ``power`` (SVoice's threshold on the max-count
             head's output powers).
