@@ -422,8 +422,7 @@ class MultiHeadSeparator(SeparationModel):
         features, context, scale = self._encode(mix, None, all_blocks=False)  # the trunk runs once
         features = features[0]
         if self._effective_count_method() == "head":
-            logits = (self.counter(mix / scale, None, features, None) if self.counter.needs_trunk
-                      else self.counter(mix / scale, None, None, None))
+            logits = self.counter(mix / scale, None, features if self.counter.needs_trunk else None, None)
             probs = mix.new_zeros(mix.shape[0], self.max_speakers + 1)
             probs[:, self.count_offset:] = logits.softmax(dim=-1)
         else:

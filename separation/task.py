@@ -168,12 +168,9 @@ class CountingTask(SeparationTask):
             part.requires_grad_(False)
         return model
 
-    def _frozen_in_eval_mode(self, model: nn.Module) -> None:
-        for name in self.freeze:
-            getattr(model, name).eval()
-
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        self._frozen_in_eval_mode(model)
+        for name in self.freeze:  # Lightning puts the whole model in train mode each epoch
+            getattr(model, name).eval()
         logits = model.count_logits(batch["mix"], batch["lengths"])
         target = batch["n_src"].to(logits.device) - model.count_offset
         loss = torch.nn.functional.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
