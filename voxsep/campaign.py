@@ -83,8 +83,24 @@ def sync_run(log: str | os.PathLike, run_dir: str | os.PathLike, name: str, afte
     return new
 
 
+def panels(points: list[dict]) -> list[tuple[str, str]]:
+    """The plot's panels for the metrics the log holds, as ``(key, y label)``: SI-SNRi (separation and
+    enhancement), count accuracy (separation), and the validation loss where neither is logged (the
+    vocoder: its teacher-forced cross-entropy)."""
+    has = {k for p in points for k in p if k.startswith("val/")}
+    counting = bool(has & {"val/count_acc_est", "val/count_acc"})
+    out = []
+    if "val/si_snri" in has:
+        out.append(("val/si_snri", "validation SI-SNRi, 2-5 talkers (dB)" if counting else "validation SI-SNRi (dB)"))
+    if counting:
+        out.append(("count", "validation count accuracy (%)"))
+    if not out and "val/loss" in has:
+        out.append(("val/loss", "validation loss (the training loss)"))
+    return out
+
+
 def plot_log(log: str | os.PathLike, path: str | os.PathLike, title: str = "") -> None:
-    """Validation SI-SNRi and count accuracy against cumulative CPU-hours, one colour per run."""
+    """The log's validation metrics (:func:`panels`) against cumulative CPU-hours, one colour per run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,22 +108,28 @@ def plot_log(log: str | os.PathLike, path: str | os.PathLike, title: str = "") -
     points = read_log(log)
     if not points:
         raise VoxsepError(f"{log}: the campaign log is empty")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    shown = panels(points)
+    if not shown:
+        raise VoxsepError(f"{log}: no validation metric to plot")
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.6), squeeze=False)
+    axes = axes[0]
     runs = list(dict.fromkeys(p["run"] for p in points))
     colors = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")  # one colour per run
     for i, run in enumerate(runs):
         pts = sorted((p for p in points if p["run"] == run), key=lambda p: p["campaign_cpu_h"])
         x = [p["campaign_cpu_h"] for p in pts]
         style = dict(marker=".", label=run, color=colors(i % colors.N))
-        axes[0].plot(x, [p.get("val/si_snri", float("nan")) for p in pts], **style)
-        acc = [p.get("val/count_acc_est", p.get("val/count_acc", float("nan"))) for p in pts]
-        axes[1].plot(x, [100 * a for a in acc], **style)
-    axes[0].set_ylabel("validation SI-SNRi, 2-5 talkers (dB)")
-    axes[1].set_ylabel("validation count accuracy (%)")
-    for ax in axes:
+        for ax, (key, _) in zip(axes, shown):
+            if key == "count":
+                y = [100 * p.get("val/count_acc_est", p.get("val/count_acc", float("nan"))) for p in pts]
+            else:
+                y = [p.get(key, float("nan")) for p in pts]
+            ax.plot(x, y, **style)
+    for ax, (_, label) in zip(axes, shown):
+        ax.set_ylabel(label)
         ax.set_xlabel("cumulative training CPU-hours")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[-1].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

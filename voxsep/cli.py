@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from frontend.errors import VoxsepError
 from voxsep import __version__
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if not args.debug:
+        # torchmetrics (under Lightning) warns on import that setuptools will drop pkg_resources: a
+        # dependency's notice that users can't act on, printed by every training-side command
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     try:
         return int(_load(args.command).run(args) or 0)
     except VoxsepError as err:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from voxsep.campaign import read_log
+from voxsep.campaign import panels, read_log
 from voxsep.cli import main
 
 
@@ -33,3 +33,27 @@ def test_campaign_log_chains_runs_and_is_idempotent(tmp_path, capsys):
     assert "r02: 1 points, last at 0.70 campaign CPU-hours" in capsys.readouterr().out
     assert main(["campaign", str(log), "--run", str(tmp_path / "r03"), "--after", "r09"]) == 2
     assert read_log(log) == points  # nothing written on error
+
+
+def test_campaign_panels_follow_the_task(tmp_path):
+    """Separation logs plot SI-SNRi and count accuracy; a denoiser's SI-SNRi alone; a vocoder's loss."""
+    separation = [{"run": "r", "campaign_cpu_h": 0.1, "val/si_snri": 2.0, "val/count_acc": 0.5, "val/loss": -3.0}]
+    denoiser = [{"run": "d", "campaign_cpu_h": 0.1, "val/si_snri": 4.0, "val/loss": -9.0}]
+    vocoder = [{"run": "v", "campaign_cpu_h": 0.1, "val/loss": 3.2}, {"run": "v", "campaign_cpu_h": 0.2}]
+    assert [k for k, _ in panels(separation)] == ["val/si_snri", "count"]
+    assert panels(denoiser) == [("val/si_snri", "validation SI-SNRi (dB)")]
+    assert [k for k, _ in panels(vocoder)] == ["val/loss"]
+    assert panels([{"run": "x", "campaign_cpu_h": 0.1}]) == []
+    folder = tmp_path / "v01"
+    folder.mkdir()
+    history = [{"epoch": i, "step": 250 * (i + 1), "cpu_s": 900.0 * (i + 1), "val/loss": 3.0 - 0.1 * i}
+               for i in range(3)]
+    (folder / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    log, png = tmp_path / "vocoder.jsonl", tmp_path / "vocoder.png"
+    assert main(["campaign", str(log), "--run", str(folder), "--plot", str(png)]) == 0
+    assert [p["val/loss"] for p in read_log(log)] == [3.0, 2.9, 2.8]
+    assert png.stat().st_size > 10_000
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"run": "x", "step": 1, "campaign_cpu_h": 0.1}) + "\n")
+    assert main(["campaign", str(empty), "--plot", str(tmp_path / "none.png")]) == 2
+    assert not (tmp_path / "none.png").exists()

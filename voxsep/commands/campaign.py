@@ -1,8 +1,10 @@
 """`voxsep campaign LOG --run RUN_DIR --name NAME [--after RUN [--after-step N]] [--plot PNG]`.
 
-Records the validation points of a training run (its ``history.jsonl``: step, CPU seconds,
-validation figures) in a campaign log that is committed with the recipe, and plots the learning
-curve of the whole campaign against cumulative CPU-hours. Re-running replaces the run's points.
+Records the validation points of a training run of any task (its ``history.jsonl``: step, CPU
+seconds, validation figures) in a campaign log that is committed with the recipe, and plots the
+learning curve of the whole campaign against cumulative CPU-hours: SI-SNRi and count accuracy for
+separation, SI-SNRi for denoisers, the validation loss for vocoders. Re-running replaces the run's
+points.
 """
 from __future__ import annotations
 
