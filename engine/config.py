@@ -63,7 +63,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 RESUMABLE_CHANGES = frozenset(
     f"trainer.{k}" for k in (
         "max_epochs", "max_steps", "max_time_minutes", "num_workers", "accelerator", "devices",
-        "strategy", "log_every_n_steps", "checkpoint_every_n_steps", "checkpoint_every_minutes", "ema_decay", "limit_val_batches",
+        "strategy", "precision", "log_every_n_steps", "checkpoint_every_n_steps", "checkpoint_every_minutes", "ema_decay", "limit_val_batches",
         "val_every_n_epochs", "progress_bar",
     )
 ) | {"run_dir", "init_from"}

@@ -26,9 +26,11 @@ differ are an error; keys the model lacks, or that no checkpoint gives, are list
 
 Re-running the same command with the same ``run_dir`` resumes from ``last.ckpt``. It refuses
 (``VoxsepError``) when the resolved config changed in a way that matters: anything except the
-keys in :data:`engine.config.RESUMABLE_CHANGES` (run length, workers, devices/strategy, logging
-and checkpoint intervals), i.e. the task, model, data, optimizer, scheduler, batch size, seed,
-precision or the number of training batches per epoch. A finished run re-run does no more steps.
+keys in :data:`engine.config.RESUMABLE_CHANGES` (run length, workers, devices/strategy,
+precision, logging and checkpoint intervals), i.e. the task, model, data, optimizer, scheduler,
+batch size, seed or the number of training batches per epoch. Precision may change because the
+accelerator may: a run started on a GPU in ``16-mixed`` goes on on a CPU in ``32`` or
+``bf16-mixed`` (the weights and the optimizer's state are float32 in every mode). A finished run re-run does no more steps.
 A run stopped by ``trainer.max_time_minutes`` ends its current epoch early (Lightning's rule);
 re-running with a larger limit (an allowed change) goes on with the next epoch.
 

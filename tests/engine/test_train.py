@@ -77,10 +77,13 @@ def test_training_writes_the_run_folder_and_learns(tmp_path):
     # longer run: resumes at step 32 and goes on; a change that matters is refused
     with pytest.raises(VoxsepError, match=r"cannot resume, the config changed \(optim.lr: 0.05 -> 0.01\)"):
         train({**config, "optim": {**config["optim"], "lr": 0.01}})
-    train(toy_config(run_dir, max_epochs=5))
+    # (in another precision: a run moves between a GPU's 16-mixed and a CPU's 32 or bf16-mixed)
+    train(toy_config(run_dir, max_epochs=5, precision="bf16-mixed"))
     assert [r["step"] for r in _epochs(run_dir)] == [8, 16, 24, 32, 40]
     assert load_checkpoint(run_dir / "last.pt")["step"] == 40
-    assert read_yaml(run_dir / "config.yaml")["trainer"]["max_epochs"] == 5
+    assert load_checkpoint(run_dir / "last.pt")["state_dict"]["linear.weight"].dtype == torch.float32
+    saved = read_yaml(run_dir / "config.yaml")["trainer"]
+    assert saved["max_epochs"] == 5 and saved["precision"] == "bf16-mixed"
 
 
 def test_validation_every_other_epoch(tmp_path):
