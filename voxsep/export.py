@@ -5,7 +5,9 @@ optionally, the counter of another run (the ``counting`` task trains the counter
 The stored ``train_config`` keeps no path of the machine it was trained on: absolute paths and
 paths that climb out of the repository (``../shared/speech``) become ``DATA/...`` placeholders,
 run folders ``RUN/...`` (see :func:`portable`). :func:`export_checkpoint` does the same (paths,
-float16) for a checkpoint of any other task.
+float16) for a checkpoint of any other task. ``settings`` (``key.sub=value``, as training overrides)
+change inference settings of the model config (a denoiser's ``mask_floor``, a separator's
+``count_method``); the weights must still fit the model they build.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import os
 import re
 from typing import Any
 
-from engine.checkpoint import build_model, load_checkpoint, save_checkpoint
+from engine.checkpoint import build_model, load_checkpoint, model_class, save_checkpoint
+from engine.config import apply_overrides
 from frontend.errors import VoxsepError
 from separation import model as _separation_model  # noqa: F401  (registers "multihead")
 
@@ -53,7 +56,7 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
                      counter: str | os.PathLike | list[str | os.PathLike] | None = None,
                      metrics: dict[str, float] | None = None, half: bool = False,
                      calibrate: str | os.PathLike | list[str | os.PathLike] | None = None, l2: float = 1e-3,
-                     progress: bool = False) -> dict:
+                     progress: bool = False, settings: list[str] | None = None) -> dict:
     """Write ``out``: the separator checkpoint ``model`` with, if given, the counter of checkpoint
     ``counter`` (both ``multihead`` models with the same ``max_speakers``), portable paths and the
     given extra ``metrics``; ``half`` stores the weights as float16 (half the size; they load into
@@ -65,22 +68,25 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     separator's trunk);
     its combiner is fitted on the manifest's mixtures (:func:`separation.counters.fit_fusion`, L2
     weight ``l2``). The manifest must hold every talker count; use held-back speakers, never the
-    evaluation set. The combiner stays float32 with ``half``. Returns the written checkpoint dict.
+    evaluation set. The combiner stays float32 with ``half``. ``settings`` change the model config
+    (see the module docstring). Returns the written checkpoint dict.
 
     Raises:
         VoxsepError: unreadable checkpoints, models that are not ``multihead``, mismatched counts,
             a counter that reads another separator's trunk, several counters without ``calibrate``,
-            a calibration set that misses a count.
+            a calibration set that misses a count, settings the model rejects or that change its weights.
     """
     base = load_checkpoint(model)
     if base["model_name"] != "multihead":
         if counter or calibrate is not None:
             raise VoxsepError(f"{model}: counters go with a 'multihead' separator, not a {base['model_name']!r} model")
-        return export_checkpoint(model, out, metrics=metrics, half=half)
-    config = dict(base["model_config"])
+        return export_checkpoint(model, out, metrics=metrics, half=half, settings=settings)
+    config = _with_settings(base, settings, model)
     state = dict(base["state_dict"])
     base_metrics = dict(base.get("metrics", {}))
     sources = {"separator": portable_path(os.fspath(model)), "separator_step": base["step"]}
+    if settings:
+        sources["settings"] = list(settings)
     own = {k[len("counter."):]: v for k, v in state.items() if k.startswith("counter.")}
     members = _unpacked(config["counter"], own)
     if len(members) > 1 and calibrate is None:
@@ -150,18 +156,48 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
 
 
 def export_checkpoint(model: str | os.PathLike, out: str | os.PathLike, metrics: dict[str, float] | None = None,
-                      half: bool = False) -> dict:
+                      half: bool = False, settings: list[str] | None = None) -> dict:
     """Write ``out``: any voxsep checkpoint (a denoiser, a vocoder, ...) with portable paths in its
-    stored training config, the given extra ``metrics``, and float16 weights with ``half``."""
+    stored training config, the given extra ``metrics``, float16 weights with ``half`` and the model
+    config changed by ``settings``."""
     base = load_checkpoint(model)
     state = base["state_dict"]
+    config = _with_settings(base, settings, model)
     weights = {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
-    train_config = portable({**base.get("train_config", {}),
-                             "exported_from": {"model": portable_path(os.fspath(model)), "step": base["step"]}})
-    save_checkpoint(out, task=base["task"], model_name=base["model_name"], model_config=base["model_config"],
+    sources = {"model": portable_path(os.fspath(model)), "step": base["step"]}
+    if settings:
+        sources["settings"] = list(settings)
+    train_config = portable({**base.get("train_config", {}), "exported_from": sources})
+    save_checkpoint(out, task=base["task"], model_name=base["model_name"], model_config=config,
                     sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
                     metrics={**dict(base.get("metrics", {})), **(metrics or {})})
     return load_checkpoint(out)
+
+
+def _with_settings(base: dict, settings: list[str] | None, where: str | os.PathLike) -> dict:
+    """The checkpoint's model config with ``settings`` applied, checked: the model builds from it and
+    the checkpoint's weights fit it exactly."""
+    config = dict(base["model_config"])
+    if not settings:
+        return config
+    from voxsep.registry import import_model_class
+
+    import_model_class(base["model_name"], base["task"])
+    new = apply_overrides(config, settings)
+    cls = model_class(base["model_name"])
+    try:
+        built = cls.from_config(new) if hasattr(cls, "from_config") else build_model(base["model_name"], new)
+    except (TypeError, ValueError) as err:
+        raise VoxsepError(f"{where}: --set {' '.join(settings)}: {err}") from None
+    try:
+        missing, unexpected = built.load_state_dict(base["state_dict"], strict=False)
+        problem = f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}" if missing or unexpected else ""
+    except RuntimeError:  # shapes differ
+        problem = "their shapes differ"
+    if problem:
+        raise VoxsepError(f"{where}: --set {' '.join(settings)} changes the model's weights ({problem}); settings "
+                          f"may only change how a trained model runs")
+    return new
 
 
 def _reads_trunk(spec: dict) -> bool:

@@ -110,7 +110,7 @@ def resolve_model(spec: str | os.PathLike, task: str, models_dir: str | os.PathL
     raise VoxsepError(f"unknown {task} model {spec_str!r} (bundled {task} models: {names}; or give a checkpoint path)")
 
 
-def _import_model_class(model_name: str, task: str) -> list[tuple[str, ImportError]]:
+def import_model_class(model_name: str, task: str) -> list[tuple[str, ImportError]]:
     """Import the task's package, then its modules one by one, until ``model_name`` is registered.
 
     Returns the modules that could not be imported, with their errors (a module that needs an
@@ -149,7 +149,7 @@ def load_model(
     ckpt = load_checkpoint(path)
     if ckpt["task"] != task:
         raise VoxsepError(f"{path}: this is a {ckpt['task']!r} model, not a {task!r} model")
-    failed = _import_model_class(ckpt["model_name"], task)
+    failed = import_model_class(ckpt["model_name"], task)
     if ckpt["model_name"] not in registered_models():
         for module, err in failed:
             extra = extra_of_import_error(err)

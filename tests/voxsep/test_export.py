@@ -228,3 +228,45 @@ def test_export_of_a_denoiser_makes_paths_portable_and_halves_the_weights(tmp_pa
     # counters go with separators only
     assert main(["export", str(tmp_path / "x.pt"), "--model", str(tmp_path / "d.pt"), "--counter", str(out)]) == 2
     assert "counters go with a 'multihead' separator" in capsys.readouterr().err
+
+
+def test_export_set_changes_an_inference_setting_and_refuses_what_does_not_fit(tmp_path, capsys):
+    """--set mask_floor=F: the exported denoiser's mask never falls under F (a head that says "remove
+    everything" leaves F x the input); bad values, unknown keys and shape changes: one line, no file."""
+    from generation.enhancer import FrameEnhancer, FrameEnhancerConfig
+    from generation.wavenet import WaveNetConfig
+
+    torch.manual_seed(0)
+    config = FrameEnhancerConfig(
+        wavenet=WaveNetConfig(layers_per_cycle=2, n_cycles=1, kernel_size=3, causal=False, residual_channels=8,
+                              gate_channels=8, skip_channels=8, output="regression", regression_channels=33),
+        n_fft=64, hop_length=16, target_field=256)
+    model = FrameEnhancer(config).eval()
+    with torch.no_grad():  # the mask's logits: -60 everywhere (sigmoid = 1e-26)
+        model.wavenet.head2.weight.zero_()
+        model.wavenet.head2.bias.fill_(-60.0)
+    save_checkpoint(tmp_path / "d.pt", task="enhancement", model_name="wavenet_tf_denoiser", model_config=config,
+                    sample_rate=16000, model=model, step=3)
+    out = tmp_path / "floored.pt"
+    assert main(["export", str(out), "--model", str(tmp_path / "d.pt"), "--set", "mask_floor=0.25"]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt["model_config"]["mask_floor"] == 0.25
+    assert ckpt["train_config"]["exported_from"]["settings"] == ["mask_floor=0.25"]
+    from voxsep.registry import load_model
+
+    floored, _ = load_model(out, "enhancement")
+    wav = torch.randn(1, 2000) * 0.1
+    with torch.no_grad():
+        assert float(model(wav).abs().max()) < 1e-6
+        torch.testing.assert_close(floored(wav), 0.25 * wav, atol=1e-5, rtol=1e-4)
+    capsys.readouterr()
+    for setting, message in [("mask_floor=1.5", "mask_floor must be in [0, 1), got 1.5"),
+                             ("no_such_key=1", "unknown FrameEnhancer config keys: ['no_such_key']"),
+                             ("n_fft=128", "regression_channels=65 (n_fft // 2 + 1)"),
+                             ("wavenet.skip_channels=16", "--set wavenet.skip_channels=16 changes the model's "
+                                                          "weights (their shapes differ)")]:
+        bad = tmp_path / "bad.pt"
+        assert main(["export", str(bad), "--model", str(tmp_path / "d.pt"), "--set", setting]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not bad.exists()

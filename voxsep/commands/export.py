@@ -5,8 +5,9 @@ Takes a run's separator (``best.pt``) and, optionally, the counter trained on it
 config holds no machine path (``DATA/...``, ``RUN/...`` placeholders). ``voxsep separate --model OUT``
 and ``voxsep count --model OUT`` then use the counter. With ``--calibrate MANIFEST`` the counters
 (the separator's own head and each ``--counter``) are fused: a logistic regression on both counters'
-log-probabilities, fitted on the manifest's mixtures of held-back speakers. Nothing is written on
-error.
+log-probabilities, fitted on the manifest's mixtures of held-back speakers. ``--set KEY=VALUE``
+changes an inference setting of the model config (e.g. a denoiser's ``mask_floor``). Nothing is
+written on error.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --calibrate: L2 weight of the fusion's logistic regression (default 1e-3)")
     parser.add_argument("--half", action="store_true",
                         help="store the weights as float16 (half the size, e.g. for bundled models)")
+    parser.add_argument("--set", dest="settings", action="append", default=None, metavar="KEY=VALUE",
+                        help="change an inference setting of the model config (repeatable; e.g. a denoiser's "
+                             "mask_floor=0.03, a separator's count_method=power); the weights must still fit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.l2 < 0:
         raise VoxsepError(f"--l2 must be >= 0, got {args.l2}")
     ckpt = export_separator(args.model, args.out, args.counter, half=args.half, calibrate=args.calibrate,
-                            l2=args.l2, progress=True)
+                            l2=args.l2, progress=True, settings=args.settings)
     if ckpt["model_name"] != "multihead":
         print(f"wrote {args.out}: {ckpt['task']} model {ckpt['model_name']}, step {ckpt['step']}")
         return 0
