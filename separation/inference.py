@@ -17,8 +17,12 @@ files go through :func:`stream_separate`, a wrapper that never holds more than o
   rate) through an open ``soundfile.SoundFile`` under a temporary name; files appear under their
   final names only when complete.
 
-Silence: an input (or, for the vote, a window) whose RMS is below ``silence_db`` (default -60
-dBFS) holds no speech; a silent file has count 0 and no output sources.
+No speech: an input (or, for the vote, a window) whose RMS is below ``silence_db`` (default -60
+dBFS), or, with ``vad`` (the default), in which the voice activity detector
+(:mod:`frontend.vad`, Silero VAD) finds no speech segment - rain, traffic, a fan - holds no talker:
+such a file has count 0 and no output sources, and such a window does not vote on the count.
+``vad=None`` reads the environment variable ``VOXSEP_VAD`` (``0`` turns the detector off, as the
+test suite does for its synthetic signals), else on.
 """
 from __future__ import annotations
 
@@ -39,9 +43,18 @@ import torch
 from frontend import atomic_output, audio_info, load_audio, rms_db
 from frontend.errors import VoxsepError
 from frontend.sisnr import pairwise_neg_si_snr
+from frontend.vad import has_speech
 from separation.losses import best_permutation
 
 COUNT_VOTES = ("mean", "max")
+
+
+def vad_default() -> bool:
+    """Whether the voice activity detector is on when not chosen: ``VOXSEP_VAD`` (``0``/``1``), else on."""
+    value = os.environ.get("VOXSEP_VAD", "1").strip().lower()
+    if value not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+        raise VoxsepError(f"VOXSEP_VAD must be 0 or 1, got {value!r}")
+    return value in ("1", "true", "yes", "on")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,6 +159,7 @@ def stream_separate(
     silence_db: float = -60.0,
     align: int = 1,
     progress: Callable[[int], None] | None = None,
+    no_speech: Callable[[torch.Tensor], bool] | None = None,
 ) -> StreamResult:
     """Separate a long signal window by window in bounded memory (see the module docstring).
 
@@ -161,6 +175,8 @@ def stream_separate(
         silence_db: windows quieter than this (RMS, dBFS) do not vote; if all are, count = 0.
         align: hop granularity (the model's encoder stride keeps frames on one grid).
         progress: called with the number of samples processed (for a progress bar).
+        no_speech: ``(T,) wav -> bool``: windows it flags do not vote either (a voice activity
+            detector: windows of noise without talkers).
 
     Returns:
         :class:`StreamResult`; nothing is written when the count is 0.
@@ -180,7 +196,7 @@ def stream_separate(
             wav = read(start, window)
             if progress:
                 progress(wav.shape[-1])
-            if rms_db(wav) < silence_db:
+            if rms_db(wav) < silence_db or (no_speech is not None and no_speech(wav)):
                 continue
             probs = count_window(wav).double()
             window_counts.append(int(probs.argmax()))
@@ -260,10 +276,13 @@ class Separator:
         count_vote: how windows vote on the count of a long file ("mean" or "max").
         silence_db: RMS (dBFS) under which audio counts as silence (0 talkers).
         model_name: recorded in ``summary.json``.
+        vad: ask the voice activity detector first: audio without speech has 0 talkers (``None``:
+            :func:`vad_default`).
     """
 
     def __init__(self, model, sample_rate: int | None = None, window: float = 8.0, overlap: float = 1.0,
-                 count_vote: str = "mean", silence_db: float = -60.0, model_name: str = ""):
+                 count_vote: str = "mean", silence_db: float = -60.0, model_name: str = "",
+                 vad: bool | None = None):
         self.model = model.eval()
         self.sample_rate = int(sample_rate or model.sample_rate)
         if window <= 2 * overlap:
@@ -274,6 +293,7 @@ class Separator:
         self.silence_db = silence_db
         self.model_name = model_name
         self.align = int(getattr(model, "hop", 1) or 1)
+        self.vad = vad_default() if vad is None else bool(vad)
 
     @property
     def max_speakers(self) -> int:
@@ -284,22 +304,41 @@ class Separator:
             raise VoxsepError(f"num_speakers must be in 1..{self.max_speakers} for this model, got {num_speakers}")
 
     # -- waveforms ---------------------------------------------------------------------------------
-    def count_probabilities(self, wav: torch.Tensor) -> torch.Tensor:
-        """``(T,)`` -> ``(max_speakers + 1,)`` probabilities; silence is certainly 0 talkers."""
+    def no_speech(self, wav: torch.Tensor) -> str | None:
+        """Why ``wav (T,)`` holds no talker: ``"silence"``, ``"no speech"`` (the voice activity
+        detector found none), or ``None`` when it may."""
         if rms_db(wav) < self.silence_db:
-            probs = torch.zeros(self.max_speakers + 1)
-            probs[0] = 1.0
-            return probs
+            return "silence"
+        if self.vad and not has_speech(wav, self.sample_rate):
+            return "no speech"
+        return None
+
+    def _zero_talkers(self) -> torch.Tensor:
+        probs = torch.zeros(self.max_speakers + 1)
+        probs[0] = 1.0
+        return probs
+
+    def count_probabilities(self, wav: torch.Tensor) -> torch.Tensor:
+        """``(T,)`` -> ``(max_speakers + 1,)`` probabilities; audio without speech (silence, or no
+        voice activity) is certainly 0 talkers."""
+        if self.no_speech(wav):
+            return self._zero_talkers()
         return self.model.count_probabilities(wav).float()
 
     def separate(self, wav: torch.Tensor, num_speakers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over ``wav (T,)``: ``(est_sources (K, T), count probabilities (max_speakers + 1,))``.
-        Silence gives ``K = 0`` unless ``num_speakers`` is given."""
+        Audio without speech gives ``K = 0`` unless ``num_speakers`` is given."""
+        return self._separate(wav, num_speakers)[:2]
+
+    def _separate(self, wav: torch.Tensor, num_speakers: int | None) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+        """:meth:`separate`, and why the count is 0 (:meth:`no_speech`) when it is."""
         self._check_count(num_speakers)
-        if num_speakers is None and rms_db(wav) < self.silence_db:
-            return wav.new_zeros(0, wav.shape[-1]), self.count_probabilities(wav)
+        if num_speakers is None:
+            reason = self.no_speech(wav)
+            if reason:
+                return wav.new_zeros(0, wav.shape[-1]), self._zero_talkers(), reason
         sources, probs = self.model.separate_and_count(wav, num_speakers)
-        return sources[0], probs[0].float()
+        return sources[0], probs[0].float(), None
 
     # -- files -------------------------------------------------------------------------------------
     def count_file(self, path: str | os.PathLike) -> tuple[int, list[float]]:
@@ -313,7 +352,7 @@ class Separator:
         return result.count, result.count_probabilities or self._silence_probabilities()
 
     def _silence_probabilities(self) -> list[float]:
-        return [1.0] + [0.0] * self.max_speakers
+        return [float(p) for p in self._zero_talkers()]
 
     def separate_file(self, path: str | os.PathLike, out_dir: str | os.PathLike,
                       num_speakers: int | None = None, progress: Callable[[int], None] | None = None) -> dict:
@@ -332,9 +371,10 @@ class Separator:
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
         try:
             window = int(round(self.window * self.sample_rate))
+            empty = None
             if reader.length <= window:
                 wav = reader.read(0, reader.length)
-                est, probs = self.separate(wav, num_speakers)
+                est, probs, empty = self._separate(wav, num_speakers)
                 count = est.shape[0]
                 probabilities = [float(p) for p in probs]
                 with source_writers(tmp_dir, count, self.sample_rate) as write:
@@ -349,6 +389,8 @@ class Separator:
                     counted = self._stream(reader, None, write=None, progress=progress)
                     count_known = counted.count
                     probabilities = counted.count_probabilities or self._silence_probabilities()
+                    if not count_known:
+                        empty = "no speech in any window" if self.vad else "silence"
                 else:
                     probabilities = []
                 count = count_known
@@ -363,7 +405,7 @@ class Separator:
                 "count": int(count),
                 "count_given": num_speakers is not None,
                 "count_probabilities": {str(k): round(p, 6) for k, p in enumerate(probabilities)},
-                "count_method": self._count_method(num_speakers, count, probabilities, n_windows),
+                "count_method": empty or self._count_method(num_speakers, n_windows),
                 "sources": [f"s{k + 1}.wav" for k in range(count)],
                 "duration": round(reader.info.duration, 6),
                 "input_sample_rate": reader.info.sample_rate,
@@ -384,11 +426,9 @@ class Separator:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
 
-    def _count_method(self, num_speakers: int | None, count: int, probabilities: list[float], n_windows: int) -> str:
+    def _count_method(self, num_speakers: int | None, n_windows: int) -> str:
         if num_speakers is not None:
             return "given"
-        if count == 0 and probabilities == self._silence_probabilities():
-            return "silence"
         method = self.model._effective_count_method()
         return f"{method}, {self.count_vote} vote over {n_windows} windows" if n_windows > 1 else method
 
@@ -402,6 +442,7 @@ class Separator:
             window=int(round(self.window * self.sample_rate)),
             overlap=int(round(self.overlap * self.sample_rate)),
             num_speakers=num_speakers, count_vote=self.count_vote, silence_db=self.silence_db,
-            align=self.align, progress=progress)
+            align=self.align, progress=progress,
+            no_speech=(lambda wav: not has_speech(wav, self.sample_rate)) if self.vad else None)
 
 

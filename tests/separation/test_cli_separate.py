@@ -189,3 +189,34 @@ def test_separate_then_enhance_rewrites_each_talker_with_the_denoiser(tmp_path, 
     # a separation checkpoint is no enhancer: one line naming the file, nothing written
     assert main(["separate", *args, "-o", str(tmp_path / "bad"), "--enhance", str(checkpoint)]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_noise_without_speech_counts_zero_with_the_voice_activity_detector(tmp_path, checkpoint, capsys):
+    """Rain-like noise is not silent, yet nobody talks in it: with --vad it counts 0 and gives no
+    sources ("no speech"); --no-vad leaves it to the counter. Speech still counts >= 1 with --vad."""
+    from generation.noise import colored_noise
+    from tests.evaluation.speech import espeak_utterance
+
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "noise.wav", (0.1 * colored_noise(2 * SR, SR, rng)).astype(np.float32), SR)
+    sf.write(tmp_path / "talk.wav", np.asarray(espeak_utterance(0, SR, 2.0, tmp_path)), SR)
+    out = tmp_path / "out"
+    assert main(["separate", str(tmp_path / "noise.wav"), str(tmp_path / "talk.wav"), "-o", str(out),
+                 "--model", str(checkpoint), "--vad"]) == 0
+    noise = json.loads((out / "noise" / "summary.json").read_text())
+    assert noise["count"] == 0 and noise["sources"] == [] and noise["count_method"] == "no speech"
+    assert sorted(p.name for p in (out / "noise").iterdir()) == ["summary.json"]
+    talk = json.loads((out / "talk" / "summary.json").read_text())
+    assert talk["count"] >= 1 and talk["count_method"] == "head"
+    capsys.readouterr()
+    assert main(["count", str(tmp_path / "noise.wav"), "--model", str(checkpoint), "--vad"]) == 0
+    assert capsys.readouterr().out.split("\t")[1:] == ["0", "1.000\n"]
+    assert main(["count", str(tmp_path / "noise.wav"), "--model", str(checkpoint), "--no-vad"]) == 0
+    assert int(capsys.readouterr().out.split("\t")[1]) >= 1
+    # a long file of noise: no window votes -> 0 talkers
+    sf.write(tmp_path / "long_noise.wav", (0.1 * colored_noise(5 * SR, SR, rng)).astype(np.float32), SR)
+    assert main(["separate", str(tmp_path / "long_noise.wav"), "-o", str(out), "--model", str(checkpoint),
+                 "--window", "1.5", "--overlap", "0.5", "--vad"]) == 0
+    summary = json.loads((out / "long_noise" / "summary.json").read_text())
+    assert summary["count"] == 0 and summary["count_method"] == "no speech in any window"
+    assert summary["n_windows"] == 5 and summary["sources"] == []

@@ -138,6 +138,27 @@ def test_count_vote_over_windows_skips_silence():
     assert silent.count == 0
 
 
+def test_windows_without_speech_do_not_vote():
+    """``no_speech`` (the voice activity detector) takes windows out of the vote like silence: here the
+    windows that start in the first 4 s hold "speech" (3 talkers), the rest loud "noise" (would say 1)."""
+    length = 10 * SR
+    wav = 0.1 * torch.randn(length)
+    wav[: 4 * SR] += 1.0  # marks the "speech" part (an offset the fake detector reads)
+    speech = lambda w: float(w.mean()) > 0.5  # noqa: E731
+    count_window = lambda w: torch.tensor([0.0, 0.0, 0.1, 0.9]) if speech(w) else torch.tensor([0.0, 1.0, 0.0, 0.0])  # noqa: E731
+    common = dict(write=lambda b: None, window=2 * SR, overlap=SR // 2, count_vote="mean")
+    read = lambda s, n: wav[s:s + n]  # noqa: E731
+    everyone = stream_separate(read, length, lambda w, k: w.repeat(k, 1), count_window, **common)
+    assert everyone.count == 1  # the noise windows outvote the speech ones
+    gated = stream_separate(read, length, lambda w, k: w.repeat(k, 1), count_window,
+                            no_speech=lambda w: not speech(w), **common)
+    assert gated.count == 3 and gated.count_probabilities == pytest.approx([0.0, 0.0, 0.1, 0.9])
+    assert gated.window_counts == [3] * len(gated.window_counts) and len(gated.window_counts) < gated.n_windows
+    nobody = stream_separate(read, length, lambda w, k: w.repeat(k, 1), count_window, no_speech=lambda w: True,
+                             **{**common, "write": lambda b: pytest.fail("nothing to write")})
+    assert nobody.count == 0 and nobody.count_probabilities == []
+
+
 def test_max_vote_takes_the_largest_window_count():
     length = 6 * SR
     wav = 0.1 * torch.randn(length)

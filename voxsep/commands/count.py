@@ -1,8 +1,10 @@
 """`voxsep count IN...`: print the estimated number of talkers in each file.
 
 One line per file: ``PATH<TAB>COUNT<TAB>PROBABILITY``. Long files are counted over windows that
-vote (``--count-vote``). Silence counts 0. Bad files follow the rule of :mod:`voxsep.files`: every
-input is checked first, and a bad one stops the command with one line naming it (exit 2).
+vote (``--count-vote``). Audio without speech (silence, or noise in which the voice activity
+detector finds no talker; ``--no-vad`` turns the detector off) counts 0. Bad files follow the rule
+of :mod:`voxsep.files`: every input is checked first, and a bad one stops the command with one line
+naming it (exit 2).
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ For each input file ``NAME.ext`` it writes ``OUT/NAME/s1.wav .. sK.wav`` (32-bit
 model's rate) and ``OUT/NAME/summary.json`` (count, count probabilities, durations, model), and
 prints one line. Inputs may be files or folders (searched recursively) at any rate and channel
 layout; they are read mono at the model's rate. Files longer than ``--window`` seconds are
-processed window by window in bounded memory (see :mod:`separation.inference`). A silent file
-has count 0 and no source files. Bad files follow the rule of :mod:`voxsep.files`: every input is
+processed window by window in bounded memory (see :mod:`separation.inference`). A file without
+speech (silent, or noise in which the voice activity detector finds no talker) has count 0 and no
+source files. Bad files follow the rule of :mod:`voxsep.files`: every input is
 checked first, a bad one stops the command with one line naming it (exit 2) and no output.
 """
 from __future__ import annotations
@@ -46,6 +47,10 @@ def add_separator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count-vote", choices=COUNT_VOTES, default="mean",
                         help="long files: average window probabilities (mean) or take the largest "
                              "window count (max) (default mean)")
+    parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=None,
+                        help="ask a voice activity detector (Silero VAD) first: audio without speech (noise, "
+                             "silence) has 0 talkers, and long files' windows without speech do not vote "
+                             "(default on; the environment variable VOXSEP_VAD=0 turns it off)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
@@ -73,7 +78,7 @@ def load_separator(args: argparse.Namespace) -> Separator:
     if args.window <= 2 * args.overlap:
         raise VoxsepError(f"--window ({args.window} s) must be longer than twice --overlap ({args.overlap} s)")
     return Separator(model, sample_rate=int(ckpt["sample_rate"]), window=args.window, overlap=args.overlap,
-                     count_vote=args.count_vote, model_name=str(args.model))
+                     count_vote=args.count_vote, model_name=str(args.model), vad=args.vad)
 
 
 def output_names(files: list[Path]) -> list[str]:
