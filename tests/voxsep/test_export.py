@@ -197,7 +197,8 @@ def test_export_calibrate_needs_every_count(tmp_path, tmp_path_factory, capsys):
     assert not out.exists()
 
 
-def test_export_of_a_denoiser_makes_paths_portable_and_halves_the_weights(tmp_path, capsys):
+def _tiny_denoiser():
+    """A frame denoiser (``wavenet_tf_denoiser``) small enough for tests, and its config."""
     from generation.enhancer import FrameEnhancer, FrameEnhancerConfig
     from generation.wavenet import WaveNetConfig
 
@@ -206,7 +207,11 @@ def test_export_of_a_denoiser_makes_paths_portable_and_halves_the_weights(tmp_pa
         wavenet=WaveNetConfig(layers_per_cycle=2, n_cycles=1, kernel_size=3, causal=False, residual_channels=8,
                               gate_channels=8, skip_channels=8, output="regression", regression_channels=33),
         n_fft=64, hop_length=16, target_field=256)
-    model = FrameEnhancer(config).eval()
+    return FrameEnhancer(config).eval(), config
+
+
+def test_export_of_a_denoiser_makes_paths_portable_and_halves_the_weights(tmp_path, capsys):
+    model, config = _tiny_denoiser()
     save_checkpoint(tmp_path / "d.pt", task="enhancement", model_name="wavenet_tf_denoiser",
                     model_config=config, sample_rate=16000, model=model, step=7,
                     train_config={"data": {"manifest": "/home/x/shared/speech/manifest.csv"}, "run_dir": "runs/d03"},
@@ -233,15 +238,7 @@ def test_export_of_a_denoiser_makes_paths_portable_and_halves_the_weights(tmp_pa
 def test_export_set_changes_an_inference_setting_and_refuses_what_does_not_fit(tmp_path, capsys):
     """--set mask_floor=F: the exported denoiser's mask never falls under F (a head that says "remove
     everything" leaves F x the input); bad values, unknown keys and shape changes: one line, no file."""
-    from generation.enhancer import FrameEnhancer, FrameEnhancerConfig
-    from generation.wavenet import WaveNetConfig
-
-    torch.manual_seed(0)
-    config = FrameEnhancerConfig(
-        wavenet=WaveNetConfig(layers_per_cycle=2, n_cycles=1, kernel_size=3, causal=False, residual_channels=8,
-                              gate_channels=8, skip_channels=8, output="regression", regression_channels=33),
-        n_fft=64, hop_length=16, target_field=256)
-    model = FrameEnhancer(config).eval()
+    model, config = _tiny_denoiser()
     with torch.no_grad():  # the mask's logits: -60 everywhere (sigmoid = 1e-26)
         model.wavenet.head2.weight.zero_()
         model.wavenet.head2.bias.fill_(-60.0)
