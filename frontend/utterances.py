@@ -322,6 +322,17 @@ def read_utterances(
     return utts
 
 
+def keep_corpora(utts: list[Utterance], corpora: Sequence[str], source: str | os.PathLike = "") -> list[Utterance]:
+    """The utterances of ``corpora`` (their ``corpus``); one-line error naming the source and the
+    corpora it has when a name matches nothing."""
+    have = sorted({u.corpus for u in utts if u.corpus})
+    missing = [c for c in corpora if c not in have]
+    if missing:
+        raise VoxsepError(f"{source}: no corpus {missing[0]!r} (its corpora: {', '.join(have) or 'none named'})")
+    wanted = set(corpora)
+    return [u for u in utts if u.corpus in wanted]
+
+
 def utterance_root(source: str | os.PathLike, sample_rate: int | None = None) -> Path:
     """The folder that :attr:`Utterance.uid` is relative to for ``source``."""
     path = utterance_source(source, sample_rate)

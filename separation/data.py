@@ -43,7 +43,7 @@ from frontend import VoxsepError, audio_info, load_audio, resample
 from frontend.noise import loop_excerpt
 from frontend.rooms import RoomBank, room_config
 from frontend.utterances import (  # noise_recordings: re-exported (moved to frontend, shared with generation)
-    DEFAULT_FRACTIONS, Utterance, noise_recordings, normalize_split, read_utterances,
+    DEFAULT_FRACTIONS, Utterance, keep_corpora, noise_recordings, normalize_split, read_utterances,
 )
 from separation.mixing import (
     NOISE_COLORS, AudioCache, colored_noise, combine, fit_lengths, rate_folder, sample_levels_db,
@@ -409,7 +409,7 @@ def synthetic_rir(rt60: float, sample_rate: int, rng: np.random.Generator) -> to
 
 def _source_specs(utterances) -> list[dict]:
     """Normalise the ``utterances`` argument of :class:`DynamicMixingDataset` to a list of
-    ``{"path" or "utterances", "weight", "fractions"}`` specs."""
+    ``{"path" or "utterances", "weight", "fractions", "corpora"}`` specs."""
     if isinstance(utterances, (str, os.PathLike)):
         return [{"path": utterances, "weight": 1.0}]
     items = list(utterances)
@@ -421,7 +421,7 @@ def _source_specs(utterances) -> list[dict]:
             item = {"path": item}
         if not isinstance(item, dict) or "path" not in item:
             raise ValueError(f"dynamic mixing: a source is a path or {{path, weight, fractions}}, got {item!r}")
-        unknown = set(item) - {"path", "weight", "fractions"}
+        unknown = set(item) - {"path", "weight", "fractions", "corpora"}
         if unknown:
             raise ValueError(f"dynamic mixing source {item['path']}: unknown key(s) {sorted(unknown)}")
         specs.append({"weight": 1.0, **item})
@@ -440,9 +440,12 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
         utterances: one source or a list of sources. A source is anything
             :func:`frontend.utterances.read_utterances` reads (an utterance table such as
             ``DATA/speech/manifest.csv``, a corpus manifest or folder, a LibriSpeech-style tree),
-            or a dict ``{path, weight, fractions}``: each talker of a mixture comes from source
-            ``i`` with probability proportional to ``weight`` (e.g. 0.7 real, 0.3 TTS), and
-            ``fractions`` sets the split rule for that source's records that name no split.
+            or a dict ``{path, weight, fractions, corpora}``: each talker of a mixture comes from
+            source ``i`` with probability proportional to ``weight`` (e.g. 0.7 real, 0.3 TTS),
+            ``fractions`` sets the split rule for that source's records that name no split, and
+            ``corpora`` keeps the utterances of these corpora of a table (after the split rule ran
+            over the whole table: the same table twice with other corpora and weights gives each
+            corpus its own share of the talkers).
             A list of :class:`frontend.utterances.Utterance` is accepted too.
         counts: talker counts to draw from (uniformly, or by ``count_weights``).
         segment: crop length in seconds (each utterance is cropped at a random offset), or
@@ -489,6 +492,8 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
             else:
                 utts = read_utterances(spec["path"], sample_rate=sample_rate,
                                        fractions=spec.get("fractions") or fractions)
+                if spec.get("corpora") is not None:
+                    utts = keep_corpora(utts, list(spec["corpora"]), spec["path"])
             if wanted is not None:
                 utts = [u for u in utts if u.split == wanted]
             speakers = sorted({u.speaker for u in utts})

@@ -29,7 +29,8 @@ import numpy as np
 import soundfile as sf
 
 from frontend import VoxsepError, atomic_folder, atomic_output, audio_info, find_audio_files, load_audio, save_audio
-from frontend.utterances import DEFAULT_FRACTIONS, SPLITS, Utterance, read_utterances, utterance_root
+from frontend.utterances import (DEFAULT_FRACTIONS, SPLITS, Utterance, keep_corpora, read_utterances,
+                                 utterance_root)
 from frontend.workers import WorkerPool
 from separation.mixing import (
     FORMATS, GAIN_RULES, MODES, NOISE_COLORS, AudioCache, MixturePlan, plan_mixtures, quantize, rate_folder,
@@ -40,11 +41,16 @@ from separation.mixing import (
 def find_speech(
     speech: str | os.PathLike, sample_rate: int, speaker_rule: str | None = None,
     splits: Sequence[str] = SPLITS, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    corpora: Sequence[str] | None = None,
 ) -> tuple[list[Utterance], Path]:
     """Utterances of a table, a manifest, a corpus folder or a folder of audio files (the split
-    rule fills in missing splits), and the folder their ids are relative to."""
+    rule fills in missing splits), and the folder their ids are relative to. ``corpora`` keeps the
+    utterances of these corpora (a table's ``corpus`` column) after the split rule has run over the
+    whole source, so the held-back speakers are the same with or without it."""
     utts = read_utterances(speech, sample_rate=sample_rate, speaker_rule=speaker_rule, splits=splits,
                            fractions=fractions)
+    if corpora is not None:
+        utts = keep_corpora(utts, corpora, speech)
     return utts, (Path(speech) if speaker_rule is not None else utterance_root(speech, sample_rate))
 
 
@@ -112,6 +118,7 @@ class MixConfig:
     check: str = "auto"  # input validation: auto | full | header (see check_audio_files)
     progress: bool = True
     speech_weights: list[float] | None = None
+    corpora: list[str] | None = None  # keep only these corpora of the speech sources
 
 
 def _output_paths(plan: MixturePlan, cfg: MixConfig, has_noise: bool) -> dict[str, str]:
@@ -229,7 +236,8 @@ def make_mixtures(cfg: MixConfig) -> dict[str, int]:
     utterances, roots, source_of = [], [], {}
     for i, speech in enumerate(sources):
         _prepare_out(out, cfg.overwrite, speech)
-        utts, root = find_speech(speech, cfg.sample_rate, cfg.speaker_rule, SPLITS, cfg.split_fractions)
+        utts, root = find_speech(speech, cfg.sample_rate, cfg.speaker_rule, SPLITS, cfg.split_fractions,
+                                 cfg.corpora)
         for u in utts:
             if source_of.setdefault(u.speaker, i) != i:
                 raise VoxsepError(f"{speech}: speaker {u.speaker!r} is also in {sources[source_of[u.speaker]]}")

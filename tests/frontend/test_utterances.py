@@ -86,6 +86,36 @@ def test_separation_and_enhancement_get_the_same_split(two_corpora):
     assert set(valid.speakers) == {u.speaker for u in sep if u.split == "cv"}
 
 
+def test_corpus_filter_keeps_the_whole_table_split(two_corpora, tmp_path, capsys):
+    """One table, two sources by corpus with their own weights (training), one corpus alone (voxsep
+    mix --corpus): the held-back speakers are those of the whole table; a missing corpus is one line."""
+    from separation.data import DynamicMixingDataset
+    from voxsep.cli import main
+    from voxsep.mixtures import find_speech
+
+    table = two_corpora / "real" / "manifest.csv"
+    whole = {u.speaker: u.split for u in read_utterances(table)}
+    only_b, _ = find_speech(table, SR, corpora=["B"])
+    assert {u.speaker for u in only_b} == {s for s in whole if s.startswith("B")}
+    assert all(u.split == whole[u.speaker] for u in only_b)
+    sources = [{"path": str(table), "corpora": ["A"], "weight": 0.2}, {"path": str(table), "corpora": ["B"], "weight": 0.8}]
+    ds = DynamicMixingDataset(sources, counts=[2], segment=0.25, sample_rate=SR, epoch_size=200, split="train")
+    assert sorted(ds.speakers) == sorted(s for s, v in whole.items() if v == "tr")
+    drawn = Counter(s[0] for i in range(len(ds)) for s in ds[i]["speakers"])
+    assert 0.7 < drawn["B"] / sum(drawn.values()) < 0.9  # 8 training speakers of B take 80 % of the talkers
+    with pytest.raises(VoxsepError, match=r"manifest.csv: no corpus 'C' \(its corpora: A, B\)"):
+        DynamicMixingDataset([{"path": str(table), "corpora": ["C"]}], counts=[2], segment=0.25, sample_rate=SR)
+    out = tmp_path / "b_only"
+    assert main(["mix", "--speech", str(table), "--corpus", "B", "--out", str(out), "--speakers", "2",
+                 "--splits", "tr", "--n-mixtures", "3", "--split-fractions", "0.8,0.1,0.1"]) == 0
+    rows = [json.loads(line) for line in (out / "manifest_tr.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(s.startswith("B") and whole[s] == "tr" for r in rows for s in r["speakers"])
+    capsys.readouterr()
+    assert main(["mix", "--speech", str(table), "--corpus", "C", "--out", str(tmp_path / "none"),
+                 "--speakers", "2", "--splits", "tr", "--n-mixtures", "3"]) == 2
+    assert "no corpus 'C'" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
 def test_bad_tables_name_file_and_line(tmp_path):
     bad = tmp_path / "t.csv"
     bad.write_text("path,speaker\na.flac,x\nb.flac\n")

@@ -83,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speech-weights", default=None, metavar="W1,W2,...",
                         help="with several --speech sources: each source's share of the talkers, e.g. "
                              "0.7,0.3 (default: equal)")
+    parser.add_argument("--corpus", action="append", default=None, metavar="NAME",
+                        help="keep only this corpus of an utterance table (its corpus column; repeatable), "
+                             "after the split rule ran over the whole table: e.g. the held-back LibriSpeech "
+                             "speakers alone")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
     parser.add_argument("--speakers", default="1-5", help="talker counts, e.g. 1-5 or 2,3,10 (default 1-5)")
     parser.add_argument("--n-mixtures", default="100", metavar="N",
@@ -150,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode, gains=args.gains, noise=args.noise or "none", snr=parse_range(args.snr or "10-20", "--snr"),
         speaker_rule=args.speaker_rule, splits=splits, split_fractions=fractions, seed=args.seed,
         workers=args.workers, format=args.format, overwrite=args.overwrite, check=args.check,
+        corpora=args.corpus,
     )
     counts = make_mixtures(cfg)
     total = sum(counts.values())
