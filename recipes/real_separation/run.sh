@@ -14,7 +14,8 @@
 # Speakers are split by the project's rule (frontend.utterances): 9 % of each corpus' speakers are
 # held back for validation (FRACTIONS); the validation mixtures pick checkpoints.
 #
-# Stages: 1 validation and calibration mixtures -> 2 train the separator -> 3 train the counter ->
+# Stages: 1 validation and calibration mixtures (and, with ADULT_CORPUS, a second validation set of that
+# corpus' held-back speakers alone) -> 2 train the separator -> 3 train the counter ->
 # 4 export one checkpoint (the two counters fused, fitted on the calibration mixtures) -> 5 evaluate on the validation set (and on REAL_EVAL mixtures if given).
 # Usage (from the repository root):
 #   SPEECH=DATA/speech TTS=DATA/corpus NOISE=DATA/noise REAL_EVAL=DATA/real_speech/manifest.csv recipes/real_separation/run.sh
@@ -38,6 +39,8 @@ FRACTIONS=${FRACTIONS:-0.91,0.09,0}
 N_VALID=${N_VALID:-40}               # fixed validation mixtures per talker count
 N_CALIB=${N_CALIB:-100}              # calibration mixtures per talker count (same held-back speakers, other seed)
 N_EVAL=${N_EVAL:-30}                 # REAL_EVAL mixtures per talker count
+ADULT_CORPUS=${ADULT_CORPUS:-}       # optional: a corpus of SPEECH's table (e.g. librispeech-train-clean-100)
+                                     # whose held-back speakers alone make a second validation set
 EXTRA=("$@")                         # more key=value overrides for `voxsep train` (stage 2)
 
 if [ -n "$TTS" ]; then
@@ -57,6 +60,10 @@ if [ "$STAGE" -le 1 ] && [ "$STOP" -ge 1 ]; then
   if [ ! -f "$DATA/calib/manifest_cv.jsonl" ]; then
     voxsep mix --speech "$SPEECH" --out "$DATA/calib" --speakers 1-5 --splits cv \
       --split-fractions "$FRACTIONS" --n-mixtures "$N_CALIB" --sample-rate 8000 --mode min --gains wsj0 --seed 1
+  fi
+  if [ -n "$ADULT_CORPUS" ] && [ ! -f "$DATA/valid_adult/manifest_cv.jsonl" ]; then
+    voxsep mix --speech "$SPEECH" --corpus "$ADULT_CORPUS" --out "$DATA/valid_adult" --speakers 1-5 --splits cv \
+      --split-fractions "$FRACTIONS" --n-mixtures "$N_VALID" --sample-rate 8000 --mode min --gains wsj0 --seed 2
   fi
 fi
 
