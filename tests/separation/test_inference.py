@@ -180,3 +180,16 @@ def test_separator_silence_and_short_input():
     assert est.shape == (2, 800)
     assert torch.allclose(est, model.separate(wav, 2)[0], atol=1e-6)
     assert torch.allclose(probs, model.count_probabilities(wav), atol=1e-6)
+
+
+def test_voice_activity_detector_is_off_unless_asked(monkeypatch):
+    from frontend.errors import VoxsepError
+    from separation.inference import vad_default
+
+    monkeypatch.delenv("VOXSEP_VAD", raising=False)
+    assert vad_default() is False
+    monkeypatch.setenv("VOXSEP_VAD", "1")
+    assert vad_default() is True
+    monkeypatch.setenv("VOXSEP_VAD", "maybe")
+    with pytest.raises(VoxsepError, match="VOXSEP_VAD must be 0 or 1"):
+        vad_default()

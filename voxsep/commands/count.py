@@ -1,8 +1,8 @@
 """`voxsep count IN...`: print the estimated number of talkers in each file.
 
 One line per file: ``PATH<TAB>COUNT<TAB>PROBABILITY``. Long files are counted over windows that
-vote (``--count-vote``). Audio without speech (silence, or noise in which the voice activity
-detector finds no talker; ``--no-vad`` turns the detector off) counts 0. Bad files follow the rule
+vote (``--count-vote``). Audio without speech (silence, or, with ``--vad``, noise in which the
+voice activity detector finds no talker) counts 0. Bad files follow the rule
 of :mod:`voxsep.files`: every input is checked first, and a bad one stops the command with one line
 naming it (exit 2).
 """

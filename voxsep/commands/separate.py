@@ -5,8 +5,8 @@ model's rate) and ``OUT/NAME/summary.json`` (count, count probabilities, duratio
 prints one line. Inputs may be files or folders (searched recursively) at any rate and channel
 layout; they are read mono at the model's rate. Files longer than ``--window`` seconds are
 processed window by window in bounded memory (see :mod:`separation.inference`). A file without
-speech (silent, or noise in which the voice activity detector finds no talker) has count 0 and no
-source files. Bad files follow the rule of :mod:`voxsep.files`: every input is
+speech (silent, or, with ``--vad``, noise in which the voice activity detector finds no talker)
+has count 0 and no source files. Bad files follow the rule of :mod:`voxsep.files`: every input is
 checked first, a bad one stops the command with one line naming it (exit 2) and no output.
 """
 from __future__ import annotations
@@ -48,9 +48,9 @@ def add_separator_options(parser: argparse.ArgumentParser) -> None:
                         help="long files: average window probabilities (mean) or take the largest "
                              "window count (max) (default mean)")
     parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=None,
-                        help="ask a voice activity detector (Silero VAD) first: audio without speech (noise, "
-                             "silence) has 0 talkers, and long files' windows without speech do not vote "
-                             "(default on; the environment variable VOXSEP_VAD=0 turns it off)")
+                        help="ask a voice activity detector (Silero VAD) first: audio without speech (noise) "
+                             "has 0 talkers, and long files' windows without speech do not vote; it can also "
+                             "miss real speech, so it is off by default (or set VOXSEP_VAD=1)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
