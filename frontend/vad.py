@@ -36,8 +36,7 @@ def _detector():
     try:
         from silero_vad import load_silero_vad
     except ImportError:
-        raise VoxsepError("speech detection needs the silero-vad package (pip install silero-vad), "
-                          "or turn it off (--no-vad)") from None
+        raise VoxsepError("speech detection (--vad) needs the silero-vad package: pip install silero-vad") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
         return load_silero_vad()
@@ -45,8 +44,6 @@ def _detector():
 
 def speech_seconds(wav: torch.Tensor, sample_rate: int) -> float:
     """Seconds of speech that the detector finds in ``wav`` ``(T,)`` (any rate, any level)."""
-    from silero_vad import get_speech_timestamps
-
     if wav.dim() != 1:
         raise ValueError(f"wav must be (T,), got {tuple(wav.shape)}")
     wav = wav.detach().float().cpu()
@@ -60,7 +57,9 @@ def speech_seconds(wav: torch.Tensor, sample_rate: int) -> float:
     if sample_rate not in NATIVE_RATES:
         wav = resample(wav, int(sample_rate), 16000)
         sample_rate = 16000
-    model = _detector()
+    model = _detector()  # first: a missing package is one line
+    from silero_vad import get_speech_timestamps
+
     with torch.no_grad():
         segments = get_speech_timestamps(wav, model, sampling_rate=sample_rate, threshold=THRESHOLD)
     return sum(s["end"] - s["start"] for s in segments) / sample_rate
