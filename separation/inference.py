@@ -444,6 +444,6 @@ class Separator:
             overlap=int(round(self.overlap * self.sample_rate)),
             num_speakers=num_speakers, count_vote=self.count_vote, silence_db=self.silence_db,
             align=self.align, progress=progress,
-            no_speech=(lambda wav: not has_speech(wav, self.sample_rate)) if self.vad else None)
+            no_speech=(lambda wav: self.no_speech(wav) is not None) if self.vad else None)
 
 
