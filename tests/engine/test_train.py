@@ -191,6 +191,50 @@ def test_voxsep_train_cli(tmp_path, capsys):
     assert "voxsep: error: voxsep train: unknown option --bogus" in capsys.readouterr().err
 
 
+_PRIORITY_PROBE = """
+import json, os, sys
+from voxsep.commands.train import lower_priority
+group = "/proc/self/autogroup"
+before = open(group).read() if os.path.exists(group) else None
+done = lower_priority()
+after = open(group).read() if os.path.exists(group) else None
+print(json.dumps({"done": done, "nice": os.nice(0), "before": before, "after": after}))
+"""
+
+
+def _priority_probe(new_session: bool) -> dict:
+    import json
+    import sys
+    out = subprocess.run([sys.executable, "-c", _PRIORITY_PROBE], cwd=REPO, env=voxsep_env(), check=True,
+                         capture_output=True, text=True, start_new_session=new_session).stdout
+    return json.loads(out)
+
+
+def test_background_priority_lowers_nice_and_only_its_own_session_group():
+    # its own session (setsid): nice 19, and the scheduler group's nice too where Linux has autogroup
+    alone = _priority_probe(new_session=True)
+    assert alone["nice"] == 19 and "nice" in alone["done"]
+    if alone["before"] is not None and "autogroup" in alone["done"]:
+        assert alone["after"].split()[-2:] == ["nice", "19"]
+    # in the caller's session the group (shared with the caller) is never touched
+    shared = _priority_probe(new_session=False)
+    assert shared["nice"] == 19 and shared["done"] == ["nice"]
+    assert shared["after"] == shared["before"]
+
+
+def test_voxsep_train_background_option_runs_at_nice_19(tmp_path):
+    path = write_config(tmp_path / "toy.yaml", toy_config(tmp_path / "run", max_epochs=1))
+    probe = tmp_path / "nice.txt"
+    # the trained run is the probe: the run's own process reports its nice value through a task module
+    module = tmp_path / "nice_probe.py"
+    module.write_text(f"import os\nopen({str(probe)!r}, 'w').write(str(os.nice(0)))\n")
+    env = {**voxsep_env(), "PYTHONPATH": f"{tmp_path}:{voxsep_env().get('PYTHONPATH', '')}"}
+    subprocess.run(voxsep_cmd("train", str(path), "--background", "--task-module", "nice_probe"), cwd=REPO, env=env,
+                   check=True, capture_output=True)
+    assert probe.read_text() == "19"
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["step"] > 0
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     run_dir = tmp_path / "ddp"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 
 from frontend.errors import VoxsepError
 from voxsep.extras import extra_message, extra_of_import_error, require_extra
@@ -40,6 +41,9 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="run folder (default: the config's run_dir); re-use it to resume")
     parser.add_argument("--task-module", action="append", default=[], metavar="MODULE",
                         help="import MODULE first, so that tasks/models it registers can be used (repeatable)")
+    parser.add_argument("--background", action="store_true",
+                        help="lowest CPU priority (nice 19; when started with setsid, its scheduler group too), "
+                             "so that interactive work gets the cores first")
 
 
 def _split_options(args: argparse.Namespace) -> tuple[list[str], str | None, list[str]]:
@@ -49,8 +53,34 @@ def _split_options(args: argparse.Namespace) -> tuple[list[str], str | None, lis
     found, overrides = late.parse_known_args(args.overrides)
     unknown = [item for item in overrides if item.startswith("-")]
     if unknown:
-        raise VoxsepError(f"voxsep train: unknown option {unknown[0]} (options: --run-dir, --task-module)")
+        raise VoxsepError(f"voxsep train: unknown option {unknown[0]} "
+                          f"(options: --run-dir, --task-module, --background)")
+    args.background = args.background or found.background
     return overrides, found.run_dir or args.run_dir, [*args.task_module, *found.task_module]
+
+
+def lower_priority(autogroup: str = "/proc/self/autogroup") -> list[str]:
+    """Give this process the lowest CPU priority; returns what was lowered (``nice``, ``autogroup``).
+
+    ``nice 19`` alone ranks a process only against the others of its scheduler group. On Linux
+    with autogroup (``/proc/sys/kernel/sched_autogroup_enabled``) every session is its own group,
+    and the groups share the cores equally: a training started with ``setsid nice -n 19`` takes a
+    full core from an interactive command in another terminal. So a process that leads its own
+    session (``setsid``) also sets its group's nice value. It never does that in a shared session,
+    where the group also holds the user's shell.
+    """
+    done = []
+    if hasattr(os, "nice"):
+        os.nice(19 - os.nice(0))
+        done.append("nice")
+    if hasattr(os, "getsid") and os.getsid(0) == os.getpid() and os.path.exists(autogroup):
+        try:
+            with open(autogroup, "w") as f:
+                f.write("19")
+            done.append("autogroup")
+        except OSError:  # no autogroup support, or not permitted: nice alone
+            pass
+    return done
 
 
 def import_task_module(task: str, extra: list[str] = ()) -> None:
@@ -75,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.train import BEST_PT, is_global_rank_zero, train
 
     overrides, run_dir, task_modules = _split_options(args)
+    if args.background:
+        lower_priority()
     config = load_config(args.config, overrides, run_dir=run_dir)
     import_task_module(config["task"], task_modules)
     run_dir = train(config)
