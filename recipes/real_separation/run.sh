@@ -35,6 +35,7 @@ STOP=${STOP:-5}
 DATA=${DATA:-data/real_separation}
 RUN=${RUN:-runs/real_separation/run}
 RUN_COUNTER=${RUN_COUNTER:-runs/real_counter/run}
+MORE_COUNTERS=${MORE_COUNTERS:-}     # optional: more counter checkpoints (space-separated) fused in stage 4
 FRACTIONS=${FRACTIONS:-0.91,0.09,0}
 N_VALID=${N_VALID:-40}               # fixed validation mixtures per talker count
 N_CALIB=${N_CALIB:-100}              # calibration mixtures per talker count (same held-back speakers, other seed)
@@ -79,8 +80,10 @@ if [ "$STAGE" -le 3 ] && [ "$STOP" -ge 3 ]; then
 fi
 
 if [ "$STAGE" -le 4 ] && [ "$STOP" -ge 4 ]; then
-  echo "stage 4: export $RUN/best.pt with its count head fused with $RUN_COUNTER/best.pt -> $RUN/model.pt"
-  voxsep export "$RUN/model.pt" --model "$RUN/best.pt" --counter "$RUN_COUNTER/best.pt" \
+  echo "stage 4: export $RUN/best.pt with its count head fused with $RUN_COUNTER/best.pt $MORE_COUNTERS -> $RUN/model.pt"
+  COUNTER_OPTS=(--counter "$RUN_COUNTER/best.pt")
+  for c in $MORE_COUNTERS; do COUNTER_OPTS+=(--counter "$c"); done
+  voxsep export "$RUN/model.pt" --model "$RUN/best.pt" "${COUNTER_OPTS[@]}" \
     --calibrate "$DATA/calib/manifest_cv.jsonl"
 fi
 
