@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -192,7 +195,7 @@ def test_voxsep_train_cli(tmp_path, capsys):
 
 
 _PRIORITY_PROBE = """
-import json, os, sys
+import json, os
 from voxsep.commands.train import lower_priority
 group = "/proc/self/autogroup"
 before = open(group).read() if os.path.exists(group) else None
@@ -203,8 +206,6 @@ print(json.dumps({"done": done, "nice": os.nice(0), "before": before, "after": a
 
 
 def _priority_probe(new_session: bool) -> dict:
-    import json
-    import sys
     out = subprocess.run([sys.executable, "-c", _PRIORITY_PROBE], cwd=REPO, env=voxsep_env(), check=True,
                          capture_output=True, text=True, start_new_session=new_session).stdout
     return json.loads(out)
@@ -228,7 +229,8 @@ def test_voxsep_train_background_option_runs_at_nice_19(tmp_path):
     # the trained run is the probe: the run's own process reports its nice value through a task module
     module = tmp_path / "nice_probe.py"
     module.write_text(f"import os\nopen({str(probe)!r}, 'w').write(str(os.nice(0)))\n")
-    env = {**voxsep_env(), "PYTHONPATH": f"{tmp_path}:{voxsep_env().get('PYTHONPATH', '')}"}
+    env = voxsep_env()
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
     subprocess.run(voxsep_cmd("train", str(path), "--background", "--task-module", "nice_probe"), cwd=REPO, env=env,
                    check=True, capture_output=True)
     assert probe.read_text() == "19"
