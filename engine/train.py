@@ -23,6 +23,9 @@ weights; both are in ``last.ckpt``).
 fresh optimizer: ``PATH`` loads every matching key, ``PART=PATH`` only the keys under ``PART.``
 (e.g. ``counter=runs/count/best.pt``); later entries override earlier ones. Keys whose shapes
 differ are an error; keys the model lacks, or that no checkpoint gives, are listed in the history.
+A model may initialise the keys no checkpoint gave (``init_missing``): a separator whose BLSTM
+trunk has more layers than its checkpoint starts with the new layers nearly silent, so it computes
+what the checkpoint did (``model.config.trunk.n_layers=4 init_from=CKPT`` deepens a 3-layer run).
 
 Re-running the same command with the same ``run_dir`` resumes from ``last.ckpt``. It refuses
 (``VoxsepError``) when the resolved config changed in a way that matters: anything except the
@@ -457,7 +460,7 @@ def init_weights(model: nn.Module, specs: list[str]) -> dict[str, Any]:
 
     Returns:
         ``{"sources": [...], "loaded": n_keys, "missing": [keys nobody gave], "ignored": [keys the
-        model lacks]}``.
+        model lacks]}``, plus what the model's ``init_missing`` did with the missing keys.
 
     Raises:
         VoxsepError: an unreadable checkpoint, a part no checkpoint holds, or a shape mismatch.
@@ -484,8 +487,12 @@ def init_weights(model: nn.Module, specs: list[str]) -> dict[str, Any]:
                                   f"the model's is {tuple(own[key].shape)}")
             loaded[key] = value
     model.load_state_dict({**own, **loaded})
-    return {"sources": list(specs), "loaded": len(loaded),
-            "missing": sorted(set(own) - set(loaded)), "ignored": sorted(set(ignored))}
+    missing = set(own) - set(loaded)
+    report = {"sources": list(specs), "loaded": len(loaded), "missing": sorted(missing), "ignored": sorted(set(ignored))}
+    init_missing = getattr(model, "init_missing", None)
+    if loaded and missing and callable(init_missing):
+        report.update(init_missing(missing))
+    return report
 
 
 def is_global_rank_zero() -> bool:

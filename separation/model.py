@@ -23,7 +23,7 @@ class ``j`` means ``j + count_offset`` talkers (``count_offset`` is 0 when the o
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -312,6 +312,15 @@ class MultiHeadSeparator(SeparationModel):
     @classmethod
     def from_config(cls, config: dict) -> "MultiHeadSeparator":
         return cls(MultiHeadConfig.from_dict(config))
+
+    def init_missing(self, missing: set[str]) -> dict[str, Any]:
+        """After ``init_from``: let the trunk initialise the parts no checkpoint gave (a BLSTM
+        trunk deepened beyond its checkpoint keeps the checkpoint's function). Returns what it did."""
+        grow = getattr(self.trunk, "init_new_layers", None)
+        if not callable(grow):
+            return {}
+        grown = grow({k[len("trunk."):] for k in missing if k.startswith("trunk.")})
+        return {"trunk_layers_grown": grown} if grown else {}
 
     @property
     def hop(self) -> int:

@@ -38,6 +38,29 @@ class BLSTMTrunk(nn.Module):
                     bidirectional=config.bidirectional) for i in range(config.n_layers))
         self.dropout = nn.Dropout(config.dropout)
 
+    def init_new_layers(self, missing: set[str], gate_bias: float = -4.0) -> list[int]:
+        """Deepen a trained stack without changing what it computes (``init_from`` calls this with
+        the keys no checkpoint gave, relative to the trunk). Every residual layer that got no
+        weights while an earlier layer did starts with its output gates nearly shut (bias
+        ``gate_bias``: each new layer adds about 2 % of ``tanh(c)``), so the deeper model starts
+        from the shallower one's quality and trains its new layers from there (Net2Net-style
+        growth, Chen, Goodfellow, Shlens, ICLR 2016). Returns the indices of the layers set."""
+        def is_new(i: int) -> bool:
+            return all(f"layers.{i}.{name}" in missing for name, _ in self.layers[i].named_parameters())
+
+        if not self.config.residual or is_new(0):
+            return []
+        grown = [i for i in range(1, len(self.layers)) if is_new(i)]
+        hidden = self.config.hidden_size
+        with torch.no_grad():
+            for i in grown:
+                for name, param in self.layers[i].named_parameters():
+                    if name.startswith("bias_ih"):  # PyTorch's gate order: input, forget, cell, output
+                        param[3 * hidden:].fill_(gate_bias)
+                    elif name.startswith("bias_hh"):
+                        param[3 * hidden:].zero_()
+        return grown
+
     def forward(self, features: torch.Tensor, all_blocks: bool = False) -> list[torch.Tensor]:
         x = features
         outputs = []
