@@ -130,6 +130,11 @@ def test_bad_part_configs_are_one_line_errors():
         build_model("multihead", {"encoder": {"type": "stft", "mask": "ratio"}})
 
 
+def _difference_db(est: torch.Tensor, ref: torch.Tensor) -> float:
+    """Energy of ``est - ref`` relative to ``ref``, in dB."""
+    return float(10 * torch.log10((est - ref).pow(2).sum() / ref.pow(2).sum()))
+
+
 def _deepened(tmp_path, residual: bool = True):
     """A trained-looking 2-layer BLSTM separator saved, and a 3-layer one initialised from it."""
     torch.manual_seed(0)
@@ -155,14 +160,14 @@ def test_init_from_into_a_deeper_blstm_keeps_the_function_and_trains_the_new_lay
     mix = torch.randn(1237) * 0.1
     for k in (1, 3):
         ref, est = shallow.separate(mix, k)[0], deep.separate(mix, k)[0]
-        assert 10 * torch.log10((est - ref).pow(2).sum() / ref.pow(2).sum()) < -30  # same output
+        assert _difference_db(est, ref) < -30  # same output
     # a fresh 3-layer stack computes something else: the check above can fail
     torch.manual_seed(1)
     fresh = build_model("multihead", deep.get_config()).eval()
     fresh.load_state_dict({k: v for k, v in deep.state_dict().items() if not k.startswith("trunk.layers.2.")},
                           strict=False)
     ref = shallow.separate(mix, 3)[0]
-    assert 10 * torch.log10((fresh.separate(mix, 3)[0] - ref).pow(2).sum() / ref.pow(2).sum()) > -30
+    assert _difference_db(fresh.separate(mix, 3)[0], ref) > -30
     # the nearly shut gates still pass gradients to every weight of the new layer
     deep.train()
     loss = deep(mix[None], heads=(2,)).blocks[-1].est_sources[2].pow(2).mean()
