@@ -193,3 +193,32 @@ def test_voice_activity_detector_is_off_unless_asked(monkeypatch):
     monkeypatch.setenv("VOXSEP_VAD", "maybe")
     with pytest.raises(VoxsepError, match="VOXSEP_VAD must be 0 or 1"):
         vad_default()
+
+
+def test_separate_windowed_is_what_separate_file_writes(tmp_path):
+    """`voxsep evaluate` scores Separator.separate_windowed: it must equal the files `voxsep
+    separate` writes (count vote, talker alignment, cross-fades), and one pass up to the window."""
+    torch.manual_seed(5)
+    model = MulCatSeparator(dict(max_speakers=3, n_filters=32, kernel_size=16, stride=8, decoder_frame_length=16,
+                                 hidden_size=16, chunk_size=20, n_blocks=1)).eval()  # context: not chunk-invariant
+    g = torch.Generator().manual_seed(2)
+    wav = 0.1 * torch.randn(10 * SR, generator=g)
+    sf.write(tmp_path / "long.wav", wav.numpy(), SR, subtype="FLOAT")
+    separator = Separator(model, window=3.0, overlap=1.0)
+    with torch.no_grad():
+        for given in (None, 2):
+            est, probs = separator.separate_windowed(wav, given)
+            summary = separator.separate_file(tmp_path / "long.wav", tmp_path / f"out{given}", num_speakers=given)
+            assert summary["n_windows"] == 5 and est.shape == (summary["count"], wav.shape[-1])
+            for k in range(summary["count"]):
+                written, _ = load_audio(tmp_path / f"out{given}" / f"s{k + 1}.wav")
+                assert (written - est[k]).abs().max() < 1e-5
+            if given is None:
+                assert [round(float(p), 6) for p in probs] == list(summary["count_probabilities"].values())
+                assert int(probs.argmax()) == summary["count"]
+        # windows differ from one pass for this model; an infinite window and short audio are one pass
+        one_pass = model.separate(wav, 2)[0]
+        assert (separator.separate_windowed(wav, 2)[0] - one_pass).abs().max() > 1e-3
+        assert torch.allclose(Separator(model, window=math.inf).separate_windowed(wav, 2)[0], one_pass, atol=1e-6)
+        short = wav[: 2 * SR]
+        assert torch.allclose(separator.separate_windowed(short, 2)[0], model.separate(short, 2)[0], atol=1e-6)

@@ -13,6 +13,8 @@ Separation (default ``--task``): ``--data`` is a ``voxsep mix`` output folder (i
 ``manifest_{split}.jsonl``), a jsonl mixture manifest, LibriMix metadata CSVs (a file, or a folder
 of ``*.csv``), or a wsj0-mix tree (``ROOT/{C}speakers/wav8k/min/tt/...``, every count found). All
 systems are scored on the same mixtures, with the oracle IBM/IRM baselines unless ``--no-oracle``.
+Models run as ``voxsep separate`` runs them: one pass up to ``--window`` seconds, longer mixtures
+window by window (:meth:`separation.inference.Separator.separate_windowed`; ``--window 0``: one pass).
 Rerunning with the same ``--out`` resumes. See :mod:`evaluation.runner` for the outputs and columns.
 ``--table SUMMARY.json ...`` prints the compact per-count table of finished runs instead.
 
@@ -35,6 +37,7 @@ import sys
 from pathlib import Path
 
 from frontend import VoxsepError
+from separation.inference import DEFAULT_OVERLAP_S, DEFAULT_WINDOW_S
 from voxsep.extras import extra_message, missing_modules
 
 NAME = "evaluate"
@@ -83,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", default=DEFAULT_BASELINES, metavar="LIST",
                         help=f"enhancement: baseline rows, or none (default {DEFAULT_BASELINES}; spectral "
                              "gating needs the [eval] extra)")
+    parser.add_argument("--window", type=float, default=DEFAULT_WINDOW_S, metavar="S",
+                        help="separation: mixtures longer than S seconds are separated window by window, as "
+                             "`voxsep separate --window` does (default %(default)g, its default); 0: always one pass")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP_S, metavar="S",
+                        help="separation: overlap between windows in seconds (default %(default)g)")
     parser.add_argument("--no-bss", action="store_true", help="skip SDR/SIR/SAR")
     parser.add_argument("--no-pesq", action="store_true", help="skip PESQ")
     parser.add_argument("--no-stoi", action="store_true", help="skip STOI/ESTOI")
@@ -194,12 +202,12 @@ class _ModelCallables:
         self._last = None
 
     def separate(self, mix):
-        est, probs = self.separator.separate(mix)
+        est, probs = self.separator.separate_windowed(mix)
         self._last = (mix, probs)
         return est
 
     def separate_with_count(self, mix, k: int):
-        return self.separator.separate(mix, num_speakers=min(int(k), self.separator.max_speakers))[0]
+        return self.separator.separate_windowed(mix, num_speakers=min(int(k), self.separator.max_speakers))[0]
 
     def count_probs(self, mix):
         if self._last is not None and self._last[0] is mix:
@@ -207,23 +215,42 @@ class _ModelCallables:
         return self.separator.count_probabilities(mix)
 
 
-def _load_separator(spec: str):
-    """A :class:`separation.inference.Separator` for a bundled model name or checkpoint path."""
+def _window_note(models: list[str], args: argparse.Namespace) -> str:
+    """How the models met long mixtures, for the report."""
+    if not models:
+        return ""
+    if not args.window:
+        return "; models: one pass per mixture"
+    return (f"; models: one pass up to {args.window:g} s, longer mixtures in windows of {args.window:g} s "
+            f"overlapping by {args.overlap:g} s (as `voxsep separate`)")
+
+
+def _load_separator(spec: str, window: float = DEFAULT_WINDOW_S, overlap: float = DEFAULT_OVERLAP_S):
+    """A :class:`separation.inference.Separator` for a bundled model name or checkpoint path, with
+    ``voxsep separate``'s windows (``window`` 0: one pass whatever the length)."""
+    import math
+
     from separation.inference import Separator
     from voxsep.registry import load_model
 
+    if window < 0 or overlap < 0 or (window and window <= 2 * overlap):
+        raise VoxsepError(f"--window ({window} s) must be 0 or longer than twice --overlap ({overlap} s)")
     model, ckpt = load_model(spec, task="separation")
-    return Separator(model, sample_rate=int(ckpt["sample_rate"]), model_name=str(spec))
+    return Separator(model, sample_rate=int(ckpt["sample_rate"]), model_name=str(spec),
+                     window=window or math.inf, overlap=overlap)
 
 
-def build_systems(models: list[str], estimates: list[str], sample_rate: int | None):
-    """Systems for the model specs and estimate folders; returns ``(systems, model rate or None)``."""
+def build_systems(models: list[str], estimates: list[str], sample_rate: int | None,
+                  window: float = DEFAULT_WINDOW_S, overlap: float = DEFAULT_OVERLAP_S):
+    """Systems for the model specs and estimate folders; returns ``(systems, model rate or None)``.
+    Models run as ``voxsep separate`` runs them: one pass up to ``window`` seconds, windows beyond
+    (``window`` 0: always one pass)."""
     from evaluation.systems import CallableSystem, EstimatesDirSystem
 
     systems, rate = [], sample_rate
     for spec in models:
         label, spec = _label(spec)
-        sep = _load_separator(spec)
+        sep = _load_separator(spec, window, overlap)
         if rate is None:
             rate = sep.sample_rate
         elif sep.sample_rate != rate:
@@ -379,7 +406,7 @@ def _run_separation(args: argparse.Namespace) -> int:
     models = _model_specs(args)
     if not models and not args.estimates and args.no_oracle:
         raise VoxsepError("nothing to evaluate: give --model and/or --estimates (or drop --no-oracle)")
-    systems, rate = build_systems(models, args.estimates, args.sample_rate)
+    systems, rate = build_systems(models, args.estimates, args.sample_rate, args.window, args.overlap)
     if not args.no_oracle:
         systems = [OracleMaskSystem("ibm"), OracleMaskSystem("irm")] + systems
     names = [s.name for s in systems]
@@ -396,7 +423,7 @@ def _run_separation(args: argparse.Namespace) -> int:
         print(f"voxsep: note: {' and '.join(skipped)} skipped: " + extra_message("they", "eval"), file=sys.stderr)
     result = evaluate_systems(items, systems, args.out, metrics=options, workers=args.workers,
                               n_examples=args.examples, plots=not args.no_plots,
-                              data_description=f"{description}, {len(items)} mixtures")
+                              data_description=f"{description}, {len(items)} mixtures" + _window_note(models, args))
     print(f"wrote {result.out_dir / 'report.md'}, summary.json, rows/*.csv"
           + ("" if args.no_plots else ", plots/"))
     return 0

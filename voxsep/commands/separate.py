@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from frontend.errors import VoxsepError
-from separation.inference import COUNT_VOTES, Separator
+from separation.inference import COUNT_VOTES, DEFAULT_OVERLAP_S, DEFAULT_WINDOW_S, Separator
 from voxsep.files import BAD_FILE_RULE, check_inputs, staged_output
 from voxsep.pipelines import enhance_folder, load_enhancer
 from voxsep.registry import bundled_default, load_model, require_model
@@ -37,10 +37,10 @@ def add_separator_options(parser: argparse.ArgumentParser) -> None:
     """The options :func:`load_separator` reads (`separate`, `count`, `serve`)."""
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|CKPT",
                         help="bundled model name or checkpoint path (default: %(default)s)")
-    parser.add_argument("--window", type=float, default=8.0, metavar="S",
-                        help="longer files are processed in windows of S seconds (default 8)")
-    parser.add_argument("--overlap", type=float, default=1.0, metavar="S",
-                        help="overlap between windows in seconds (default 1)")
+    parser.add_argument("--window", type=float, default=DEFAULT_WINDOW_S, metavar="S",
+                        help="longer files are processed in windows of S seconds (default %(default)g)")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP_S, metavar="S",
+                        help="overlap between windows in seconds (default %(default)g)")
     parser.add_argument("--count-method", choices=["head", "power"], default=None,
                         help="count head, or SVoice's power threshold on the max-count head "
                              "(default: the model's; baselines always use power)")
