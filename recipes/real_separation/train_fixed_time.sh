@@ -22,6 +22,9 @@ INIT=${INIT:-default}
 DATA=${DATA:-data/real_separation}
 RUN=${RUN:-runs/real_separation/fixed_time_$(date +%Y%m%d_%H%M%S)}
 FRACTIONS=${FRACTIONS:-0.91,0.09,0}
+N_VALID=${N_VALID:-40}               # validation mixtures per talker count (the campaign's: 40)
+N_CALIB=${N_CALIB:-100}              # calibration mixtures per talker count (the campaign's: 100)
+LAYERS=${LAYERS:-}                   # BLSTM layers (default: INIT's; one more grows the trunk)
 
 if [ "${PREPARE:-0}" = 1 ]; then
   # stage 0: an 8 kHz copy of the speech and noise (FLAC, same table) small enough to carry
@@ -51,20 +54,29 @@ echo "device: $DEVICE, config: $CONF, $MINUTES minutes, from $INIT -> $RUN"
 
 if [ ! -f "$DATA/mixtures/manifest_cv.jsonl" ]; then
   voxsep mix --speech "$SPEECH" --out "$DATA/mixtures" --speakers 1-5 --splits cv \
-    --split-fractions "$FRACTIONS" --n-mixtures 40 --sample-rate 8000 --mode min --gains wsj0 --seed 0
+    --split-fractions "$FRACTIONS" --n-mixtures "$N_VALID" --sample-rate 8000 --mode min --gains wsj0 --seed 0
 fi
 if [ ! -f "$DATA/calib/manifest_cv.jsonl" ]; then  # the count fusion's calibration mixtures (other seed)
   voxsep mix --speech "$SPEECH" --out "$DATA/calib" --speakers 1-5 --splits cv \
-    --split-fractions "$FRACTIONS" --n-mixtures 100 --sample-rate 8000 --mode min --gains wsj0 --seed 1
+    --split-fractions "$FRACTIONS" --n-mixtures "$N_CALIB" --sample-rate 8000 --mode min --gains wsj0 --seed 1
 fi
 if [ "$INIT" = default ]; then
   INIT=$(python -c "from voxsep.registry import list_models; print([m.path for m in list_models('separation') if m.name == 'default'][0])")
 fi
-# the separator's trunk and heads come from INIT; the run's own count head starts fresh. The export
-# below fuses it with INIT's counters that do not read INIT's trunk (the CRNN), fitted on the
-# calibration mixtures
-INIT_OPT="init_from=[trunk=$INIT, heads=$INIT]"; [ "$INIT" = none ] && INIT_OPT="init_from=null"
-voxsep train "$CONF" "run_dir=$RUN" "$INIT_OPT" \
+# the separator's trunk, heads and trunk count head come from INIT (its depth and width, so that
+# no layer is left behind; LAYERS above INIT's grows new layers that start nearly silent). The export
+# below fuses the count head with INIT's counters that do not read INIT's trunk (the CRNNs), fitted
+# on the calibration mixtures
+INIT_OPT="init_from=null"; SHAPE=()
+if [ "$INIT" != none ]; then
+  INIT_OPT="init_from=[trunk=$INIT, heads=$INIT, counter=$INIT]"
+  read -r INIT_LAYERS INIT_HIDDEN < <(python -c "from engine.checkpoint import load_checkpoint; \
+t = load_checkpoint('$INIT')['model_config']['trunk']; print(t['n_layers'], t['hidden_size'])")
+  SHAPE=("model.config.trunk.n_layers=${LAYERS:-$INIT_LAYERS}" "model.config.trunk.hidden_size=$INIT_HIDDEN")
+elif [ -n "$LAYERS" ]; then
+  SHAPE=("model.config.trunk.n_layers=$LAYERS")
+fi
+voxsep train "$CONF" "run_dir=$RUN" "$INIT_OPT" "${SHAPE[@]}" \
   "data.train.utterances=[{path: $SPEECH, weight: 1.0, fractions: [$FRACTIONS]}]" \
   "data.train.augment.noise.files=${NOISE:-null}" "data.valid.manifests=$DATA/mixtures/manifest_cv.jsonl" \
   "trainer.max_time_minutes=$MINUTES"
