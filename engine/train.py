@@ -489,6 +489,12 @@ def init_weights(model: nn.Module, specs: list[str]) -> dict[str, Any]:
     model.load_state_dict({**own, **loaded})
     missing = set(own) - set(loaded)
     report = {"sources": list(specs), "loaded": len(loaded), "missing": sorted(missing), "ignored": sorted(set(ignored))}
+    if ignored and is_global_rank_zero():
+        # e.g. a 4-layer trunk into a 3-layer config: the loaded model is not the checkpoint's
+        groups = sorted({".".join(k.split(".")[:3]) for k in ignored})
+        shown = ", ".join(groups[:4]) + (f" and {len(groups) - 4} more" if len(groups) > 4 else "")
+        print(f"voxsep: note: init_from: the model has no place for {len(set(ignored))} checkpoint weights "
+              f"({shown}): they are not loaded", file=sys.stderr)
     init_missing = getattr(model, "init_missing", None)
     if loaded and missing and callable(init_missing):
         report.update(init_missing(missing))

@@ -176,6 +176,20 @@ def test_init_from_into_a_deeper_blstm_keeps_the_function_and_trains_the_new_lay
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_init_from_into_a_shallower_trunk_says_what_it_left_out(tmp_path, capsys):
+    _, deep, _ = _deepened(tmp_path)
+    path = tmp_path / "deep.pt"
+    save_checkpoint(path, task="separation", model_name="multihead", model_config=deep.get_config(),
+                    sample_rate=SR, model=deep)
+    capsys.readouterr()
+    shallow = build_model("multihead", tiny("blstm"))
+    report = init_weights(shallow, [f"trunk={path}"])
+    assert report["ignored"] and all(k.startswith("trunk.layers.2.") for k in report["ignored"])
+    err = capsys.readouterr().err.strip()
+    assert err == (f"voxsep: note: init_from: the model has no place for {len(report['ignored'])} checkpoint "
+                   "weights (trunk.layers.2): they are not loaded")
+
+
 def test_init_from_leaves_a_non_residual_or_fresh_trunk_as_built(tmp_path):
     _, _, report = _deepened(tmp_path, residual=False)
     assert "trunk_layers_grown" not in report  # without the residual path a quiet layer blocks the signal
