@@ -8,7 +8,10 @@ A checkpoint is plain data, written with ``torch.save`` and read back with
      "train_config": {...}, "step": 1234, "metrics": {"val/loss": -9.3},
      "versions": {"voxsep": "0.1.0", "torch": "2.14.1", "python": "3.11.7"}}
 
-A model is rebuilt from its registry name and its config dict, never unpickled.
+A model is rebuilt from its registry name and its config dict, never unpickled. Weights are float32,
+float16 (``voxsep export --half``) or, for the weight matrices, int8 with a float32 scale per row
+beside each (``key.int8_scale``; ``voxsep export --int8``, :func:`quantize_int8`):
+:func:`load_checkpoint` returns float32 weights for those.
 
 Model registry convention
 -------------------------
@@ -171,6 +174,49 @@ def _state_dict_of(model: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, t
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+#: suffix of the per-row scale stored beside an int8 weight (:func:`quantize_int8`)
+INT8_SCALE_SUFFIX = ".int8_scale"
+
+
+def quantize_int8(state: Mapping[str, torch.Tensor], skip: Callable[[str], bool] = lambda key: False,
+                  min_numel: int = 1024) -> dict[str, torch.Tensor]:
+    """``state`` with its weight matrices stored as int8: every floating tensor of 2 or more
+    dimensions and at least ``min_numel`` elements (linear, LSTM and convolution weights), unless
+    ``skip(key)``, becomes int8 ``round(w / s)`` with one float32 scale ``s = max|row| / 127`` per
+    output row (the first dimension), stored as ``key + INT8_SCALE_SUFFIX``; the rest (biases,
+    norms, small tensors) is stored as float16. About half the size of float16 weights;
+    :func:`dequantize_int8` (which :func:`load_checkpoint` applies) reverses it with an error of at
+    most half a step per weight."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not value.is_floating_point() or skip(key):
+            out[key] = value
+        elif value.dim() >= 2 and value.numel() >= min_numel:
+            rows = value.detach().float().reshape(value.shape[0], -1)
+            scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            out[key] = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(value.shape)
+            out[key + INT8_SCALE_SUFFIX] = scale
+        else:
+            out[key] = value.half()
+    return out
+
+
+def dequantize_int8(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The float32 weights of a :func:`quantize_int8` state (other entries as they are)."""
+    scales = {k[: -len(INT8_SCALE_SUFFIX)]: v for k, v in state.items() if k.endswith(INT8_SCALE_SUFFIX)}
+    if not scales:
+        return dict(state)
+    out = {}
+    for key, value in state.items():
+        if key.endswith(INT8_SCALE_SUFFIX):
+            continue
+        if key in scales:
+            scale = scales[key].float().reshape(-1, *([1] * (value.dim() - 1)))
+            value = value.float() * scale
+        out[key] = value
+    return out
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -259,6 +305,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
     if missing:
         raise VoxsepError(f"{path}: not a voxsep checkpoint (missing keys: {', '.join(missing)})")
+    if isinstance(ckpt["state_dict"], Mapping):  # int8 weights (voxsep export --int8) load as float32
+        ckpt["state_dict"] = dequantize_int8(ckpt["state_dict"])
     ckpt["path"] = str(path)
     return ckpt
 

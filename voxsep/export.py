@@ -15,7 +15,8 @@ import os
 import re
 from typing import Any
 
-from engine.checkpoint import build_model, load_checkpoint, model_class, save_checkpoint
+from engine.checkpoint import (build_model, dequantize_int8, load_checkpoint, model_class, quantize_int8,
+                               save_checkpoint)
 from engine.config import apply_overrides
 from frontend.errors import VoxsepError
 from separation import model as _separation_model  # noqa: F401  (registers "multihead")
@@ -56,11 +57,12 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
                      counter: str | os.PathLike | list[str | os.PathLike] | None = None,
                      metrics: dict[str, float] | None = None, half: bool = False,
                      calibrate: str | os.PathLike | list[str | os.PathLike] | None = None, l2: float = 1e-3,
-                     progress: bool = False, settings: list[str] | None = None) -> dict:
+                     progress: bool = False, settings: list[str] | None = None, int8: bool = False) -> dict:
     """Write ``out``: the separator checkpoint ``model`` with, if given, the counter of checkpoint
     ``counter`` (both ``multihead`` models with the same ``max_speakers``), portable paths and the
     given extra ``metrics``; ``half`` stores the weights as float16 (half the size; they load into
-    the float32 model).
+    the float32 model); ``int8`` stores the weight matrices as int8 with a scale per row and the rest
+    as float16 (a quarter of the float32 size; :func:`engine.checkpoint.quantize_int8`).
 
     With ``calibrate`` (a mixture manifest of ``voxsep mix``, or several), the counters are fused: a
     ``fusion`` counter whose members are the separator's own counter and those of ``counter`` (one
@@ -80,7 +82,7 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     if base["model_name"] != "multihead":
         if counter or calibrate is not None:
             raise VoxsepError(f"{model}: counters go with a 'multihead' separator, not a {base['model_name']!r} model")
-        return export_checkpoint(model, out, metrics=metrics, half=half, settings=settings)
+        return export_checkpoint(model, out, metrics=metrics, half=half, settings=settings, int8=int8)
     config = _with_settings(base, settings, model)
     state = dict(base["state_dict"])
     base_metrics = dict(base.get("metrics", {}))
@@ -131,8 +133,13 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
         config["counter"] = {"type": "fusion", "members": [spec for spec, _ in members]}
         for i, (_, weights) in enumerate(members):
             state.update({f"counter.members.{i}.{k}": v for k, v in weights.items()})
+    if half and int8:
+        raise VoxsepError("give --half or --int8, not both")
     if half:  # fit (and check) the model that will be deployed: float16 weights in a float32 model
         state = {k: v.half().to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}
+    elif int8:  # the same with the int8 weights (the combiner, fitted below, stays float32)
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in dequantize_int8(quantize_int8(state)).items()}
     built = build_model("multihead", config)
     missing, unexpected = built.load_state_dict(state, strict=False)
     if calibrate is not None:
@@ -149,6 +156,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     train_config = portable({**base.get("train_config", {}), "exported_from": sources})
     weights = {k: v.half() if half and v.is_floating_point() and not k.startswith("counter.combine.") else v
                for k, v in built.state_dict().items()}
+    if int8:
+        weights = quantize_int8(weights, skip=lambda key: key.startswith("counter.combine."))
     save_checkpoint(out, task=base["task"], model_name="multihead", model_config=config,
                     sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
                     metrics={**base_metrics, **(metrics or {})})
@@ -156,14 +165,18 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
 
 
 def export_checkpoint(model: str | os.PathLike, out: str | os.PathLike, metrics: dict[str, float] | None = None,
-                      half: bool = False, settings: list[str] | None = None) -> dict:
+                      half: bool = False, settings: list[str] | None = None, int8: bool = False) -> dict:
     """Write ``out``: any voxsep checkpoint (a denoiser, a vocoder, ...) with portable paths in its
-    stored training config, the given extra ``metrics``, float16 weights with ``half`` and the model
-    config changed by ``settings``."""
+    stored training config, the given extra ``metrics``, float16 weights with ``half`` (int8 weight
+    matrices with ``int8``) and the model config changed by ``settings``."""
+    if half and int8:
+        raise VoxsepError("give --half or --int8, not both")
     base = load_checkpoint(model)
     state = base["state_dict"]
     config = _with_settings(base, settings, model)
     weights = {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
+    if int8:
+        weights = quantize_int8(state)
     sources = {"model": portable_path(os.fspath(model)), "step": base["step"]}
     if settings:
         sources["settings"] = list(settings)

@@ -176,3 +176,54 @@ def test_bad_model_configs_are_one_clear_error():
         build_model("wavenet_denoiser", {"wavenet": {"output": "mulaw"}})
     with pytest.raises(VoxsepError, match=r"unknown WaveNet config keys: \['layers'\]"):
         build_model("wavenet_denoiser", {"wavenet": {"layers": 3}})
+
+
+def test_int8_weights_round_trip_within_half_a_step(tmp_path):
+    from engine.checkpoint import INT8_SCALE_SUFFIX, dequantize_int8, quantize_int8
+
+    torch.manual_seed(0)
+    state = {"lstm.weight_ih_l0": torch.randn(64, 40) * torch.linspace(0.01, 3.0, 64)[:, None],
+             "conv.weight": torch.randn(16, 8, 3),  # 384 elements: small, stays float16
+             "big_conv.weight": torch.randn(32, 16, 3),
+             "lstm.bias_ih_l0": torch.randn(64), "steps": torch.tensor(7)}
+    q = quantize_int8(state, skip=lambda key: key.startswith("conv."))
+    assert q["lstm.weight_ih_l0"].dtype == torch.int8 and q["big_conv.weight"].dtype == torch.int8
+    assert q["lstm.weight_ih_l0" + INT8_SCALE_SUFFIX].shape == (64,)
+    assert q["conv.weight"].dtype == torch.float32  # skipped: as it was
+    assert q["lstm.bias_ih_l0"].dtype == torch.float16 and q["steps"].dtype == torch.int64
+    back = dequantize_int8(q)
+    assert set(back) == set(state)
+    for key in ("lstm.weight_ih_l0", "big_conv.weight"):
+        w = state[key]
+        step = w.reshape(w.shape[0], -1).abs().amax(dim=1) / 127
+        err = (back[key] - w).reshape(w.shape[0], -1).abs().amax(dim=1)
+        assert back[key].dtype == torch.float32 and bool((err <= step / 2 + 1e-7).all())
+    # a checkpoint with int8 weights loads (weights_only) as float32 weights of the same model
+    torch.manual_seed(1)
+    model = build_model("test_lstm_int8", {"width": 64}).eval()
+    full, small = tmp_path / "full.pt", tmp_path / "int8.pt"
+    save_checkpoint(full, task="toy", model_name="test_lstm_int8", model_config={"width": 64}, sample_rate=8000,
+                    model=model)
+    save_checkpoint(small, task="toy", model_name="test_lstm_int8", model_config={"width": 64}, sample_rate=8000,
+                    model=quantize_int8(model.state_dict()))
+    assert small.stat().st_size < 0.4 * full.stat().st_size
+    ckpt = load_checkpoint(small)
+    assert not any(k.endswith(INT8_SCALE_SUFFIX) for k in ckpt["state_dict"])
+    loaded = model_from_checkpoint(ckpt)
+    x = torch.randn(2, 50, 16)
+    with torch.no_grad():
+        a, b = loaded(x), model(x)
+    assert 0 < float((a - b).norm() / b.norm()) < 1e-2
+
+
+@register_model("test_lstm_int8")
+class LSTMNet(nn.Module):
+    """An LSTM and a linear layer (the matrices int8 storage is for)."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.lstm = nn.LSTM(16, width, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * width, 8)
+
+    def forward(self, x):
+        return self.out(self.lstm(x)[0])

@@ -1,6 +1,7 @@
 """voxsep export: a separator plus a separately trained counter in one portable checkpoint."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from engine.checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -90,6 +91,33 @@ def test_export_half_precision_weights_load_into_the_float32_model(tmp_path):
     wav = torch.randn(4000) * 0.1
     (a,), (b,) = model.separate(wav, 2), separator.separate(wav, 2)
     assert float((a - b).norm() / b.norm()) < 1e-2
+
+
+def test_export_int8_weights_are_a_quarter_of_float32_and_load_as_float32(tmp_path, capsys):
+    from engine.checkpoint import INT8_SCALE_SUFFIX
+
+    config = {**SEPARATOR, "trunk": {"type": "blstm", "hidden_size": 64, "n_layers": 2}}
+    separator = _save(tmp_path / "sep.pt", config, 1).eval()
+    half, small = tmp_path / "half.pt", tmp_path / "int8.pt"
+    assert main(["export", str(half), "--model", str(tmp_path / "sep.pt"), "--half"]) == 0
+    assert main(["export", str(small), "--model", str(tmp_path / "sep.pt"), "--int8"]) == 0
+    raw = torch.load(small, weights_only=True)["state_dict"]
+    assert raw["trunk.layers.1.weight_ih_l0"].dtype == torch.int8 and "trunk.layers.1.weight_ih_l0" + INT8_SCALE_SUFFIX in raw
+    assert small.stat().st_size < 0.62 * half.stat().st_size < 0.62 * 0.6 * (tmp_path / "sep.pt").stat().st_size
+    ckpt = load_checkpoint(small)
+    model = build_model("multihead", ckpt["model_config"]).eval()
+    model.load_state_dict(ckpt["state_dict"])
+    wav = torch.randn(4000) * 0.1
+    with torch.no_grad():
+        (a,), (b,) = model.separate(wav, 2), separator.separate(wav, 2)
+    assert 0 < float((a - b).norm() / b.norm()) < 2e-2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tmp_path / "x.pt"), "--model", str(tmp_path / "sep.pt"), "--half", "--int8"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "voxsep export: error: argument --int8: not allowed with argument --half")
+    assert not (tmp_path / "x.pt").exists()
 
 
 def _calibration_manifest(tmp_path_factory):

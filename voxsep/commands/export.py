@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT.pt", help="checkpoint to write")
     parser.add_argument("--model", required=True, metavar="CKPT",
                         help="separator checkpoint (a 'multihead' model), or a checkpoint of another task "
-                             "(denoiser, vocoder: portable paths and --half only)")
+                             "(denoiser, vocoder: portable paths, --half or --int8 and --set only)")
     parser.add_argument("--counter", action="append", default=None, metavar="CKPT",
                         help="take the counter from this checkpoint (a 'counting' run's best.pt); with "
                              "--calibrate, repeat it to fuse several counters with the separator's own")
@@ -28,8 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "repeat it to fit on several sets together (e.g. real and synthetic voices)")
     parser.add_argument("--l2", type=float, default=1e-3,
                         help="with --calibrate: L2 weight of the fusion's logistic regression (default 1e-3)")
-    parser.add_argument("--half", action="store_true",
-                        help="store the weights as float16 (half the size, e.g. for bundled models)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--half", action="store_true",
+                      help="store the weights as float16 (half the size, e.g. for bundled models)")
+    size.add_argument("--int8", action="store_true",
+                      help="store the weight matrices as int8 with a float32 scale per row, the rest as float16 "
+                           "(a quarter of the float32 size; loaded as float32)")
     parser.add_argument("--set", dest="settings", action="append", default=None, metavar="KEY=VALUE",
                         help="change an inference setting of the model config (repeatable; e.g. a denoiser's "
                              "mask_floor=0.03, a separator's count_method=power); the weights must still fit")
@@ -42,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.l2 < 0:
         raise VoxsepError(f"--l2 must be >= 0, got {args.l2}")
     ckpt = export_separator(args.model, args.out, args.counter, half=args.half, calibrate=args.calibrate,
-                            l2=args.l2, progress=True, settings=args.settings)
+                            l2=args.l2, progress=True, settings=args.settings, int8=args.int8)
     if ckpt["model_name"] != "multihead":
         print(f"wrote {args.out}: {ckpt['task']} model {ckpt['model_name']}, step {ckpt['step']}")
         return 0
