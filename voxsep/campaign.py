@@ -129,10 +129,13 @@ def plot_log(log: str | os.PathLike, path: str | os.PathLike, title: str = "") -
         ax.set_ylabel(label)
         ax.set_xlabel("cumulative training CPU-hours")
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=8)
+    # beside the panels, in as many columns as it takes to stay as tall as they are
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               ncol=1 + (len(runs) - 1) // 14)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
