@@ -133,13 +133,9 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
         config["counter"] = {"type": "fusion", "members": [spec for spec, _ in members]}
         for i, (_, weights) in enumerate(members):
             state.update({f"counter.members.{i}.{k}": v for k, v in weights.items()})
-    if half and int8:
-        raise VoxsepError("give --half or --int8, not both")
-    if half:  # fit (and check) the model that will be deployed: float16 weights in a float32 model
-        state = {k: v.half().to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}
-    elif int8:  # the same with the int8 weights (the combiner, fitted below, stays float32)
-        state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in dequantize_int8(quantize_int8(state)).items()}
+    # fit (and check) the model that will be deployed: the stored weights, loaded as float32
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in dequantize_int8(_stored(state, half, int8)).items()}
     built = build_model("multihead", config)
     missing, unexpected = built.load_state_dict(state, strict=False)
     if calibrate is not None:
@@ -154,10 +150,7 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
         base_metrics = {k: v for k, v in base_metrics.items() if "count" not in k}
         base_metrics.update(fit)
     train_config = portable({**base.get("train_config", {}), "exported_from": sources})
-    weights = {k: v.half() if half and v.is_floating_point() and not k.startswith("counter.combine.") else v
-               for k, v in built.state_dict().items()}
-    if int8:
-        weights = quantize_int8(weights, skip=lambda key: key.startswith("counter.combine."))
+    weights = _stored(built.state_dict(), half, int8, keep=lambda key: key.startswith("counter.combine."))
     save_checkpoint(out, task=base["task"], model_name="multihead", model_config=config,
                     sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
                     metrics={**base_metrics, **(metrics or {})})
@@ -169,14 +162,9 @@ def export_checkpoint(model: str | os.PathLike, out: str | os.PathLike, metrics:
     """Write ``out``: any voxsep checkpoint (a denoiser, a vocoder, ...) with portable paths in its
     stored training config, the given extra ``metrics``, float16 weights with ``half`` (int8 weight
     matrices with ``int8``) and the model config changed by ``settings``."""
-    if half and int8:
-        raise VoxsepError("give --half or --int8, not both")
     base = load_checkpoint(model)
-    state = base["state_dict"]
     config = _with_settings(base, settings, model)
-    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
-    if int8:
-        weights = quantize_int8(state)
+    weights = _stored(base["state_dict"], half, int8)
     sources = {"model": portable_path(os.fspath(model)), "step": base["step"]}
     if settings:
         sources["settings"] = list(settings)
@@ -185,6 +173,16 @@ def export_checkpoint(model: str | os.PathLike, out: str | os.PathLike, metrics:
                     sample_rate=base["sample_rate"], model=weights, train_config=train_config, step=base["step"],
                     metrics={**dict(base.get("metrics", {})), **(metrics or {})})
     return load_checkpoint(out)
+
+
+def _stored(state: dict, half: bool, int8: bool, keep=lambda key: False) -> dict:
+    """The weights as a checkpoint stores them: float16 with ``half``, int8 matrices with ``int8``
+    (:func:`engine.checkpoint.quantize_int8`), else as they are; ``keep(key)`` stays as it is."""
+    if half and int8:
+        raise VoxsepError("give --half or --int8, not both")
+    if int8:
+        return quantize_int8(state, skip=keep)
+    return {k: v.half() if half and v.is_floating_point() and not keep(k) else v for k, v in state.items()}
 
 
 def _with_settings(base: dict, settings: list[str] | None, where: str | os.PathLike) -> dict:
