@@ -245,6 +245,48 @@ def fit_fusion(inputs: torch.Tensor, labels: torch.Tensor, n_classes: int, l2: f
     return weight.float(), bias.float()
 
 
+#: L2 weights tried by :func:`select_l2` (``voxsep export --l2 auto``)
+L2_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+
+
+def cv_folds(labels: torch.Tensor, folds: int) -> torch.Tensor:
+    """``(N,)`` fold index of each item: stratified and deterministic (the items of each class, in
+    their order, are dealt to the folds in turn), so every fold holds every class it can."""
+    fold = torch.empty(len(labels), dtype=torch.long)
+    for c in labels.unique():
+        where = (labels == c).nonzero().flatten()
+        fold[where] = torch.arange(len(where)) % folds
+    return fold
+
+
+def select_l2(inputs: torch.Tensor, labels: torch.Tensor, n_classes: int, grid: Sequence[float] = L2_GRID,
+              folds: int = 5) -> tuple[float, dict[float, float]]:
+    """The L2 weight of :func:`fit_fusion` with the least held-out cross-entropy in ``folds``-fold
+    cross-validation (:func:`cv_folds`) over ``grid``.
+
+    Returns:
+        ``(best l2, {l2: held-out mean cross-entropy})``; ties go to the larger weight.
+    """
+    if folds < 2:
+        raise ValueError(f"select_l2: folds must be >= 2, got {folds}")
+    if not grid:
+        raise ValueError("select_l2: the grid is empty")
+    if len(labels) < folds:
+        raise ValueError(f"select_l2: {len(labels)} items cannot make {folds} folds")
+    fold = cv_folds(labels, folds)
+    scores = {}
+    for l2 in grid:
+        total = 0.0
+        for f in range(folds):
+            train, held = fold != f, fold == f
+            weight, bias = fit_fusion(inputs[train], labels[train], n_classes, l2=l2)
+            logits = inputs[held].double() @ weight.double().T + bias.double()
+            total += float(nn.functional.cross_entropy(logits, labels[held].long(), reduction="sum"))
+        scores[float(l2)] = total / len(labels)
+    best = min(sorted(scores, reverse=True), key=lambda l2: scores[l2])
+    return best, scores
+
+
 COUNTERS = PartRegistry("counter")
 COUNTERS.register("head")(TrunkCountHead)
 COUNTERS.register("head_rnn")(TrunkCountRNN)

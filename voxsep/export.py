@@ -56,7 +56,7 @@ def portable(config: Any, key: str = "") -> Any:
 def export_separator(model: str | os.PathLike, out: str | os.PathLike,
                      counter: str | os.PathLike | list[str | os.PathLike] | None = None,
                      metrics: dict[str, float] | None = None, half: bool = False,
-                     calibrate: str | os.PathLike | list[str | os.PathLike] | None = None, l2: float = 1e-3,
+                     calibrate: str | os.PathLike | list[str | os.PathLike] | None = None, l2: float | str = "auto",
                      progress: bool = False, settings: list[str] | None = None, int8: bool = False) -> dict:
     """Write ``out``: the separator checkpoint ``model`` with, if given, the counter of checkpoint
     ``counter`` (both ``multihead`` models with the same ``max_speakers``), portable paths and the
@@ -69,8 +69,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     checkpoint or a list; a fused counter brings its members, less those that read another
     separator's trunk);
     its combiner is fitted on the manifest's mixtures (:func:`separation.counters.fit_fusion`, L2
-    weight ``l2``). The manifest must hold every talker count; use held-back speakers, never the
-    evaluation set. The combiner stays float32 with ``half``. ``settings`` change the model config
+    weight ``l2``, or ``"auto"``: chosen by cross-validation on them, see :func:`calibrate_counter`).
+    The manifest must hold every talker count; use held-back speakers, never the evaluation set. The combiner stays float32 with ``half``. ``settings`` change the model config
     (see the module docstring). Returns the written checkpoint dict.
 
     Raises:
@@ -146,7 +146,7 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     if calibrate is not None:
         fit = calibrate_counter(built, calibrate, base["sample_rate"], l2=l2, progress=progress)
         sets = [calibrate] if isinstance(calibrate, (str, os.PathLike)) else list(calibrate)
-        sources.update(calibration=[portable_path(os.fspath(c)) for c in sets], calibration_l2=l2)
+        sources.update(calibration=[portable_path(os.fspath(c)) for c in sets], calibration_l2=fit["calibration/l2"])
         base_metrics = {k: v for k, v in base_metrics.items() if "count" not in k}
         base_metrics.update(fit)
     train_config = portable({**base.get("train_config", {}), "exported_from": sources})
@@ -249,15 +249,18 @@ def _unpacked(spec: dict, weights: dict) -> list[tuple[dict, dict]]:
 
 
 def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLike], sample_rate: int,
-                      l2: float = 1e-3, progress: bool = False) -> dict[str, float]:
+                      l2: float | str = "auto", progress: bool = False) -> dict[str, float]:
     """Fit the combiner of ``model``'s ``fusion`` counter (in place) on the mixtures of
-    ``manifest`` (one or several), one mixture at a time at full length. Returns the calibration figures:
-    ``calibration/n``, the members' and the fused accuracy on the calibration set
-    (``calibration/count_acc_member{i}``, ``calibration/count_acc``)."""
+    ``manifest`` (one or several), one mixture at a time at full length. ``l2`` is the L2 weight of
+    the fit, or ``"auto"``: the weight of :data:`separation.counters.L2_GRID` with the least held-out
+    cross-entropy in 5-fold cross-validation on the same mixtures (:func:`separation.counters.select_l2`).
+    Returns the calibration figures: ``calibration/n``, ``calibration/l2`` (the weight used; with
+    ``"auto"`` also ``calibration/cv_ce``, its held-out cross-entropy), the members' and the fused
+    accuracy on the calibration set (``calibration/count_acc_member{i}``, ``calibration/count_acc``)."""
     import torch
     from tqdm import tqdm
 
-    from separation.counters import FusionCounter, fit_fusion
+    from separation.counters import FusionCounter, fit_fusion, select_l2
     from separation.data import MixtureManifestDataset
 
     if not isinstance(model.counter, FusionCounter):
@@ -283,12 +286,17 @@ def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLik
             inputs.append(model.counter.member_log_probs(*model.count_inputs(item["mix"][None].float()))[0])
             labels.append(int(item["n_src"]) - offset)
     x, y = torch.stack(inputs), torch.tensor(labels)
+    figures = {"calibration/n": float(len(y))}
+    if l2 == "auto":
+        l2, scores = select_l2(x, y, n_classes)
+        figures["calibration/cv_ce"] = scores[l2]
+    figures["calibration/l2"] = float(l2)
     weight, bias = fit_fusion(x, y, n_classes, l2=l2)
     with torch.no_grad():
         model.counter.combine.weight.copy_(weight)
         model.counter.combine.bias.copy_(bias)
         fused = model.counter.combine(x).argmax(-1)
-    figures = {"calibration/n": float(len(y)), "calibration/count_acc": float((fused == y).float().mean())}
+    figures["calibration/count_acc"] = float((fused == y).float().mean())
     for m in range(len(model.counter.members)):
         own = x[:, m * n_classes:(m + 1) * n_classes].argmax(-1)
         figures[f"calibration/count_acc_member{m}"] = float((own == y).float().mean())

@@ -120,6 +120,41 @@ def test_fit_fusion_matches_scikit_learn_logistic_regression():
     assert torch.equal(ours.argmax(1), theirs.argmax(1))
 
 
+def test_select_l2_picks_the_least_held_out_cross_entropy_as_scikit_learn_measures_it():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from separation.counters import cv_folds, select_l2
+
+    g = torch.Generator().manual_seed(1)
+    n, d, k = 120, 8, 3
+    y = torch.randint(0, k, (n,), generator=g)
+    x = torch.randn(n, d, generator=g) * 2.0
+    x[:, :k] += 1.0 * torch.nn.functional.one_hot(y, k)  # few items, weak signal, noise columns
+    fold = cv_folds(y, 4)
+    # stratified: each class dealt evenly to the folds
+    for c in range(k):
+        sizes = torch.bincount(fold[y == c], minlength=4)
+        assert int(sizes.max() - sizes.min()) <= 1
+    grid = (1e-4, 1e-2, 1.0)
+    best, scores = select_l2(x, y, k, grid=grid, folds=4)
+    for l2 in grid:
+        total = 0.0
+        for f in range(4):
+            tr, te = fold != f, fold == f
+            mu, sd = x[tr].double().mean(0), x[tr].double().std(0, unbiased=False)
+            ref = LogisticRegression(C=1.0 / (2 * l2 * int(tr.sum())), tol=1e-10, max_iter=10000)
+            ref.fit(((x[tr].double() - mu) / sd).numpy(), y[tr].numpy())
+            prob = ref.predict_proba(((x[te].double() - mu) / sd).numpy())
+            total += log_loss(y[te].numpy(), prob, labels=list(range(k))) * int(te.sum())
+        assert abs(scores[l2] - total / n) < 1e-3, l2
+    assert best == min(grid, key=lambda l2: scores[l2])
+    # weak signal among noise columns: the smallest weight overfits
+    assert best > 1e-4
+    with pytest.raises(ValueError, match="folds must be >= 2"):
+        select_l2(x, y, k, folds=1)
+
+
 def test_fit_fusion_rejects_bad_labels():
     from separation.counters import fit_fusion
 

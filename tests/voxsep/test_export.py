@@ -194,6 +194,27 @@ def test_export_calibrate_fuses_both_counters_fitted_on_the_manifest(tmp_path, t
     again_ckpt = load_checkpoint(again)
     assert [m["type"] for m in again_ckpt["model_config"]["counter"]["members"]] == ["head", "crnn"]
     assert torch.allclose(again_ckpt["state_dict"]["counter.combine.weight"], weight, atol=1e-4)
+    # by default the L2 weight is chosen by cross-validation on the calibration mixtures
+    from separation.counters import L2_GRID, select_l2
+
+    capsys.readouterr()
+    auto = tmp_path / "auto.pt"
+    assert main(["export", str(auto), "--model", str(out), "--calibrate", str(manifest)]) == 0
+    assert "chosen by 5-fold cross-validation" in capsys.readouterr().out
+    auto_ckpt = load_checkpoint(auto)
+    best, scores = select_l2(x, y, 3)
+    assert auto_ckpt["metrics"]["calibration/l2"] == best and best in L2_GRID
+    assert abs(auto_ckpt["metrics"]["calibration/cv_ce"] - scores[best]) < 1e-4
+    assert auto_ckpt["train_config"]["exported_from"]["calibration_l2"] == best
+    weight_auto, _ = fit_fusion(x, y, 3, l2=best)
+    assert torch.allclose(auto_ckpt["state_dict"]["counter.combine.weight"], weight_auto, atol=1e-4)
+    for bad in ("-1", "much"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", str(tmp_path / "x.pt"), "--model", str(out), "--calibrate", str(manifest), "--l2", bad])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"voxsep export: error: argument --l2: expected 'auto' or a number >= 0, got {bad!r}")
+    assert not (tmp_path / "x.pt").exists()
     # ... and brings its members to another separator, less the head that reads its own trunk
     _save(tmp_path / "sep_other.pt", SEPARATOR, 3)
     other = tmp_path / "other.pt"

@@ -26,8 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fuse the separator's counter with --counter's and fit the fusion on this mixture "
                              "manifest (voxsep mix, every count 1..max; held-back speakers, never the test set); "
                              "repeat it to fit on several sets together (e.g. real and synthetic voices)")
-    parser.add_argument("--l2", type=float, default=1e-3,
-                        help="with --calibrate: L2 weight of the fusion's logistic regression (default 1e-3)")
+    parser.add_argument("--l2", type=_l2, default="auto",
+                        help="with --calibrate: L2 weight of the fusion's logistic regression, or 'auto' (the "
+                             "default): the weight with the least held-out cross-entropy in 5-fold cross-validation "
+                             "on the calibration mixtures")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--half", action="store_true",
                       help="store the weights as float16 (half the size, e.g. for bundled models)")
@@ -39,12 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "mask_floor=0.03, a separator's count_method=power); the weights must still fit")
 
 
+def _l2(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number >= 0, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    from frontend.errors import VoxsepError
     from voxsep.export import export_separator
 
-    if args.l2 < 0:
-        raise VoxsepError(f"--l2 must be >= 0, got {args.l2}")
     ckpt = export_separator(args.model, args.out, args.counter, half=args.half, calibrate=args.calibrate,
                             l2=args.l2, progress=True, settings=args.settings, int8=args.int8)
     if ckpt["model_name"] != "multihead":
@@ -54,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate is not None:
         m = ckpt["metrics"]
         members = ", ".join(f"{m[k]:.1%}" for k in sorted(m) if k.startswith("calibration/count_acc_member"))
-        print(f"counter calibrated on {int(m['calibration/n'])} mixtures: count accuracy {members} "
+        print(f"counter calibrated on {int(m['calibration/n'])} mixtures (L2 weight {m['calibration/l2']:g}"
+              f"{', chosen by 5-fold cross-validation' if args.l2 == 'auto' else ''}): count accuracy {members} "
               f"(members) -> {m['calibration/count_acc']:.1%} (fused, on the calibration set itself)")
     print(f"wrote {args.out}: {ckpt['model_name']} (encoder {ckpt['model_config']['encoder']['type']}, "
           f"trunk {ckpt['model_config']['trunk']['type']}, counter {counter}), step {ckpt['step']}")
