@@ -16,9 +16,9 @@ from voxsep.demo import EXAMPLE_SETS, build_demo_mixtures
 from voxsep.registry import MODELS_DIR, list_models, load_model
 
 # What the bundled separation models must reach on the demo's two-talker mixtures of each bundled
-# example set (measured for the shipped checkpoint b8, separator r13grow5cos step 3000 (5 BLSTM layers,
-# int8 weights) + its head fused with counters c01-c06: real 8.20 dB, synthetic 6.83 dB, 5 of 6 and 6
-# of 6 counted right; b7 (r11deepcos step 4000, 4 layers): real 8.63 / synthetic 6.74 dB; b6 (r07crop4 step 5000 + c01-c06): real 8.14 / synthetic 6.71 dB, 6 of 6 in both; b5 (r05real
+# example set (measured for the shipped checkpoint b9, separator r15b8cos step 2000 (5 BLSTM layers,
+# int8 weights) + its head fused with counters c01-c06 and c08: real 8.41 dB, synthetic 6.75 dB, 6 of 6
+# counted right in both; b8 (r13grow5cos step 3000 + c01-c06): real 8.20 / synthetic 6.83 dB; b7 (r11deepcos step 4000, 4 layers): real 8.63 / synthetic 6.74 dB; b6 (r07crop4 step 5000 + c01-c06): real 8.14 / synthetic 6.71 dB, 6 of 6 in both; b5 (r05real
 # step 23500 + c02): real 7.53 / synthetic 6.63 dB; b4 (r05real step 11000 + c02): 8.18 / 6.66 dB;
 # b3 (r03 step 21500 + c02): 7.60 / 7.32 dB; the first real-speech bundle: 5.35 / 5.26 dB; the MulCat
 # model before them: real -0.04 dB, synthetic 2.76 dB)
