@@ -70,8 +70,9 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     separator's trunk);
     its combiner is fitted on the manifest's mixtures (:func:`separation.counters.fit_fusion`, L2
     weight ``l2``, or ``"auto"``: chosen by cross-validation on them, see :func:`calibrate_counter`).
-    The manifest must hold every talker count; use held-back speakers, never the evaluation set. The combiner stays float32 with ``half``. ``settings`` change the model config
-    (see the module docstring). Returns the written checkpoint dict.
+    The manifest must hold every talker count; use held-back speakers, never the evaluation set. The
+    combiner stays float32 with ``half``. ``settings`` change the model config (see the module
+    docstring). Returns the written checkpoint dict.
 
     Raises:
         VoxsepError: unreadable checkpoints, models that are not ``multihead``, mismatched counts,
@@ -248,6 +249,10 @@ def _unpacked(spec: dict, weights: dict) -> list[tuple[dict, dict]]:
             for i, member in enumerate(spec["members"])]
 
 
+#: folds of the cross-validation that chooses the count fusion's L2 weight (``--l2 auto``)
+CV_FOLDS = 5
+
+
 def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLike], sample_rate: int,
                       l2: float | str = "auto", progress: bool = False) -> dict[str, float]:
     """Fit the combiner of ``model``'s ``fusion`` counter (in place) on the mixtures of
@@ -278,6 +283,9 @@ def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLik
     extra = sorted(present - wanted)
     if extra:
         raise VoxsepError(f"{manifest}: mixtures of {extra} talkers, the model counts 1..{model.max_speakers}")
+    if l2 == "auto" and len(data) < CV_FOLDS:
+        raise VoxsepError(f"{manifest}: {len(data)} calibration mixtures are too few to choose the L2 weight by "
+                          f"{CV_FOLDS}-fold cross-validation (at least {CV_FOLDS}); give --l2 WEIGHT")
     model.eval()
     inputs, labels = [], []
     with torch.no_grad():
@@ -288,7 +296,7 @@ def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLik
     x, y = torch.stack(inputs), torch.tensor(labels)
     figures = {"calibration/n": float(len(y))}
     if l2 == "auto":
-        l2, scores = select_l2(x, y, n_classes)
+        l2, scores = select_l2(x, y, n_classes, folds=CV_FOLDS)
         figures["calibration/cv_ce"] = scores[l2]
     figures["calibration/l2"] = float(l2)
     weight, bias = fit_fusion(x, y, n_classes, l2=l2)

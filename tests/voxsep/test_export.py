@@ -244,6 +244,19 @@ def test_export_calibrate_needs_every_count(tmp_path, tmp_path_factory, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no mixture of [3] talkers" in err[0] and "manifest_partial.jsonl" in err[0]
     assert not out.exists()
+    # one mixture per count: too few to choose the L2 weight by cross-validation; a given weight fits
+    few = manifest.parent / "manifest_few.jsonl"
+    first = {}
+    for line in manifest.read_text().splitlines():
+        if line.strip():
+            first.setdefault(json.loads(line)["n_src"], line)
+    few.write_text("\n".join(first.values()) + "\n")
+    assert main(["export", str(out), "--model", str(tmp_path / "sep.pt"), "--calibrate", str(few)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "manifest_few.jsonl: 3 calibration mixtures are too few" in err[0] and "--l2 WEIGHT" in err[0]
+    assert not out.exists()
+    assert main(["export", str(out), "--model", str(tmp_path / "sep.pt"), "--calibrate", str(few), "--l2", "0.01"]) == 0
+    assert load_checkpoint(out)["metrics"]["calibration/l2"] == 0.01
 
 
 def _tiny_denoiser():
