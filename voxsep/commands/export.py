@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fuse the separator's counter with --counter's and fit the fusion on this mixture "
                              "manifest (voxsep mix, every count 1..max; held-back speakers, never the test set); "
                              "repeat it to fit on several sets together (e.g. real and synthetic voices)")
-    parser.add_argument("--l2", type=_l2, default="auto",
+    parser.add_argument("--l2", type=_l2, default="auto", metavar="auto|W",
                         help="with --calibrate: L2 weight of the fusion's logistic regression, or 'auto' (the "
                              "default): the weight with the least held-out cross-entropy in 5-fold cross-validation "
                              "on the calibration mixtures")
