@@ -245,8 +245,9 @@ def fit_fusion(inputs: torch.Tensor, labels: torch.Tensor, n_classes: int, l2: f
     return weight.float(), bias.float()
 
 
-#: L2 weights tried by :func:`select_l2` (``voxsep export --l2 auto``)
+#: L2 weights tried by :func:`select_l2` (``voxsep export --l2 auto``), and its folds
 L2_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+CV_FOLDS = 5
 
 
 def cv_folds(labels: torch.Tensor, folds: int) -> torch.Tensor:
@@ -260,7 +261,7 @@ def cv_folds(labels: torch.Tensor, folds: int) -> torch.Tensor:
 
 
 def select_l2(inputs: torch.Tensor, labels: torch.Tensor, n_classes: int, grid: Sequence[float] = L2_GRID,
-              folds: int = 5) -> tuple[float, dict[float, float]]:
+              folds: int = CV_FOLDS) -> tuple[float, dict[float, float]]:
     """The L2 weight of :func:`fit_fusion` with the least held-out cross-entropy in ``folds``-fold
     cross-validation (:func:`cv_folds`) over ``grid``.
 

@@ -249,23 +249,19 @@ def _unpacked(spec: dict, weights: dict) -> list[tuple[dict, dict]]:
             for i, member in enumerate(spec["members"])]
 
 
-#: folds of the cross-validation that chooses the count fusion's L2 weight (``--l2 auto``)
-CV_FOLDS = 5
-
-
 def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLike], sample_rate: int,
                       l2: float | str = "auto", progress: bool = False) -> dict[str, float]:
     """Fit the combiner of ``model``'s ``fusion`` counter (in place) on the mixtures of
     ``manifest`` (one or several), one mixture at a time at full length. ``l2`` is the L2 weight of
     the fit, or ``"auto"``: the weight of :data:`separation.counters.L2_GRID` with the least held-out
-    cross-entropy in 5-fold cross-validation on the same mixtures (:func:`separation.counters.select_l2`).
+    cross-entropy in ``CV_FOLDS``-fold cross-validation on the same mixtures (:func:`separation.counters.select_l2`).
     Returns the calibration figures: ``calibration/n``, ``calibration/l2`` (the weight used; with
     ``"auto"`` also ``calibration/cv_ce``, its held-out cross-entropy), the members' and the fused
     accuracy on the calibration set (``calibration/count_acc_member{i}``, ``calibration/count_acc``)."""
     import torch
     from tqdm import tqdm
 
-    from separation.counters import FusionCounter, fit_fusion, select_l2
+    from separation.counters import CV_FOLDS, FusionCounter, fit_fusion, select_l2
     from separation.data import MixtureManifestDataset
 
     if not isinstance(model.counter, FusionCounter):
@@ -296,7 +292,7 @@ def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLik
     x, y = torch.stack(inputs), torch.tensor(labels)
     figures = {"calibration/n": float(len(y))}
     if l2 == "auto":
-        l2, scores = select_l2(x, y, n_classes, folds=CV_FOLDS)
+        l2, scores = select_l2(x, y, n_classes)
         figures["calibration/cv_ce"] = scores[l2]
     figures["calibration/l2"] = float(l2)
     weight, bias = fit_fusion(x, y, n_classes, l2=l2)

@@ -54,6 +54,7 @@ def _l2(text: str) -> float | str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from separation.counters import CV_FOLDS
     from voxsep.export import export_separator
 
     ckpt = export_separator(args.model, args.out, args.counter, half=args.half, calibrate=args.calibrate,
@@ -65,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate is not None:
         m = ckpt["metrics"]
         members = ", ".join(f"{m[k]:.1%}" for k in sorted(m) if k.startswith("calibration/count_acc_member"))
-        print(f"counter calibrated on {int(m['calibration/n'])} mixtures (L2 weight {m['calibration/l2']:g}"
-              f"{', chosen by 5-fold cross-validation' if args.l2 == 'auto' else ''}): count accuracy {members} "
-              f"(members) -> {m['calibration/count_acc']:.1%} (fused, on the calibration set itself)")
+        chosen = f", chosen by {CV_FOLDS}-fold cross-validation" if args.l2 == "auto" else ""
+        print(f"counter calibrated on {int(m['calibration/n'])} mixtures (L2 weight {m['calibration/l2']:g}{chosen}): "
+              f"count accuracy {members} (members) -> {m['calibration/count_acc']:.1%} (fused, on the calibration "
+              f"set itself)")
     print(f"wrote {args.out}: {ckpt['model_name']} (encoder {ckpt['model_config']['encoder']['type']}, "
           f"trunk {ckpt['model_config']['trunk']['type']}, counter {counter}), step {ckpt['step']}")
     return 0
