@@ -291,15 +291,20 @@ class RunFiles(pl.Callback):
 
     # -- weight averaging
     def _update_ema(self, model: nn.Module, step: int) -> None:
-        """EMA of the weights, with the usual warm-up (decay ``min(d, (1 + step) / (10 + step))``)."""
+        """EMA of the weights, with the usual warm-up (decay ``min(d, (1 + step) / (10 + step))``).
+
+        Frozen parameters (``requires_grad`` off, e.g. a trunk under ``task_options.freeze``) are
+        copied, not averaged: averaging a constant rounds it, and a counter trained on a frozen
+        separator must keep that separator's exact weights (``voxsep export`` checks them)."""
         decay = min(self.ema_decay, (1 + step) / (10 + step))
         state = model.state_dict()
         if self.ema is None:
             self.ema = {k: v.detach().clone() for k, v in state.items()}
             return
+        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
         with torch.no_grad():
             for key, value in state.items():
-                if value.is_floating_point():
+                if value.is_floating_point() and key not in frozen:
                     self.ema[key].mul_(decay).add_(value.detach(), alpha=1 - decay)
                 else:
                     self.ema[key].copy_(value)

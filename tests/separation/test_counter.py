@@ -248,14 +248,15 @@ def test_trunk_counter_recipe_trains_on_a_frozen_separator_then_export_fuses_it(
     result = run_voxsep("train", str(REPO / "recipes" / "real_separation" / "conf_counter_trunk.yaml"), *small,
                         "--run-dir", str(run_dir), f"init_from=[trunk={separators[0]}, heads={separators[0]}]",
                         f"data.train.utterances={corpus}", "data.train.augment.noise.files=null",
-                        "data.train.epoch_size=8", "trainer.batch_size=4", "data.train.segment=1.0",
+                        "data.train.epoch_size=32", "trainer.batch_size=4", "data.train.segment=1.0",
                         "data.train.counts=[1, 2, 3]",
                         f"data.valid.manifests={manifest}", "trainer.max_epochs=1", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     trained, first = load_checkpoint(run_dir / "best.pt"), load_checkpoint(separators[0])
     for key, value in first["state_dict"].items():
         if key.startswith(("trunk.", "heads.")):
-            assert torch.equal(trained["state_dict"][key], value), key  # the separator did not change
+            # the separator did not change, not even by the weight average's rounding (8 steps of EMA)
+            assert torch.equal(trained["state_dict"][key], value), key
     # export fuses the separator's head, the trunk counter and nothing else, fitted on the manifest
     out = tmp_path / "fused.pt"
     assert main(["export", str(out), "--model", str(separators[0]), "--counter", str(run_dir / "best.pt"),
