@@ -15,10 +15,14 @@ separate_file`: counting pass + separation pass, 8 s windows, 1 s overlap) on sy
 reporting wall time, RTF, the RSS just before separating (model and libraries loaded) and the
 subprocess's peak RSS (``ru_maxrss``); their difference is what separating the file costs.
 
-Part ``train``: training samples (4 s mixtures of 1-5 talkers) per second, batch 4, for the CPU
-config (forward on the heads present + multi-scale PIT/count loss + backward + Adam), and the
-paper config on request (``--train-models ours_cpu,ours_paper``: it needs about 17 GB of RAM at
-batch 4 x 4 s on the CPU, so lower ``--train-batch`` on small machines).
+Part ``train``: training samples (4 s mixtures of 1-5 talkers) per second and CPU-seconds per
+step (forward on the heads present + PIT/count loss + backward + Adam), for the MulCat CPU config,
+the real-speech separator (``ours_real``) and the paper config on request (``--train-models
+ours_cpu,ours_real,ours_paper``: the paper config needs about 17 GB of RAM at batch 4 x 4 s on the
+CPU, so lower ``--train-batch`` on small machines), in each of ``--train-precision`` (``32``,
+``bf16-mixed``: Lightning's CPU autocast). Whether bfloat16 autocast pays depends on the CPU and the
+batch: measure it on the machine that trains (``recipes/real_separation/README.md`` has a case
+where it halves the speed).
 
 Part ``budget``: quality per CPU-minute (:mod:`bench.budget`): every candidate trunk trained with
 the same CPU budget on the same real-speech mixtures, evaluated on a fixed validation set every few
@@ -28,6 +32,8 @@ Usage::
 
     python -m bench.separation                        # everything (the 60 min file takes a while)
     voxsep bench separation --parts rtf,train --threads 2
+    voxsep bench separation --parts train --train-models ours_real --train-batch 2 \
+        --train-precision 32,bf16-mixed --threads 1
     python -m bench.separation --parts long --long-minutes 1,10
 """
 from __future__ import annotations
@@ -43,6 +49,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -133,36 +140,54 @@ def bench_rtf(seconds: float, repeats: int, models=RTF_MODELS) -> list[dict]:
     return rows
 
 
-def bench_train(steps: int, models: list[str], batch_size: int = 4, segment: float = 4.0) -> list[dict]:
+TRAIN_PRECISIONS = ("32", "bf16-mixed")
+
+
+def bench_train(steps: int, models: list[str], batch_size: int = 4, segment: float = 4.0,
+                precisions: Sequence[str] = ("32",)) -> list[dict]:
+    """One row per model and precision: median wall and CPU seconds of a training step (after one
+    warm-up step) on the same batches; ``bf16-mixed`` runs forward and loss under CPU autocast as
+    Lightning does, with float32 weights and optimizer state."""
     from separation.losses import separation_loss
 
+    bad = set(precisions) - set(TRAIN_PRECISIONS)
+    if bad:
+        raise ValueError(f"unknown precision(s) {sorted(bad)}; choose from {', '.join(TRAIN_PRECISIONS)}")
     rng = np.random.default_rng(1)
     length = int(segment * SR)
+    batches = []
+    for _ in range(steps + 1):
+        n_src = torch.from_numpy(rng.integers(1, 6, batch_size))
+        sources = torch.zeros(batch_size, 5, length)
+        for b, k in enumerate(n_src.tolist()):
+            sources[b, :k] = torch.from_numpy(np.stack([speech_like(length, rng, 1) for _ in range(k)]))
+        batches.append((n_src, sources))
     rows = []
     for name in models:
-        model = build(name).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
-        times = []
-        for step in range(steps + 1):
-            n_src = torch.from_numpy(rng.integers(1, 6, batch_size))
-            sources = torch.zeros(batch_size, 5, length)
-            for b, k in enumerate(n_src.tolist()):
-                sources[b, :k] = torch.from_numpy(np.stack([speech_like(length, rng, 1) for _ in range(k)]))
-            mix = sources.sum(1)
-            start = time.perf_counter()
-            out = model(mix, heads=sorted(set(n_src.tolist())))
-            loss, _ = separation_loss(out, sources, n_src, mix)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            if step:  # the first step warms up
-                times.append(time.perf_counter() - start)
-        per_step = statistics.median(times)
-        rows.append({"model": name, "batch": batch_size, "segment_s": segment, "step_s_median": round(per_step, 3),
-                     "samples_per_s": round(batch_size / per_step, 3),
-                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
-        del model, optimizer
+        for precision in precisions:
+            torch.manual_seed(0)
+            model = build(name).train()
+            optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+            wall, cpu = [], []
+            for step, (n_src, sources) in enumerate(batches):
+                mix = sources.sum(1)
+                w0, c0 = time.perf_counter(), time.process_time()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+                    out = model(mix, heads=sorted(set(n_src.tolist())))
+                    loss, _ = separation_loss(out, sources, n_src, mix)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                optimizer.step()
+                if step:  # the first step warms up
+                    wall.append(time.perf_counter() - w0)
+                    cpu.append(time.process_time() - c0)
+            per_step = statistics.median(wall)
+            rows.append({"model": name, "precision": precision, "batch": batch_size, "segment_s": segment,
+                         "step_s_median": round(per_step, 3), "step_cpu_s_median": round(statistics.median(cpu), 3),
+                         "samples_per_s": round(batch_size / per_step, 3),
+                         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+            del model, optimizer
     return rows
 
 
@@ -240,9 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-threads", type=int, default=None, help="torch threads for long files (default --threads)")
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per model (default 3)")
     parser.add_argument("--train-models", default="ours_cpu",
-                        help="models for the training part: ours_cpu, ours_paper (the paper config needs "
-                             "about 17 GB of RAM at batch 4 x 4 s; default ours_cpu)")
+                        help="models for the training part: ours_cpu, ours_real, ours_paper (the paper config "
+                             "needs about 17 GB of RAM at batch 4 x 4 s; default ours_cpu)")
     parser.add_argument("--train-batch", type=int, default=4, help="training batch size (default 4)")
+    parser.add_argument("--train-segment", type=float, default=4.0, help="training crop in seconds (default 4)")
+    parser.add_argument("--train-precision", default="32",
+                        help=f"comma list of {', '.join(TRAIN_PRECISIONS)} for the training part (default 32)")
     parser.add_argument("--budget-speech", default=None, metavar="TABLE|DIR",
                         help="budget part: single-talker speech (e.g. DATA/speech/manifest.csv)")
     parser.add_argument("--budget-valid", default=None, metavar="MANIFEST",
@@ -275,11 +303,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nReal-time factor, {args.seconds:g} s at {SR} Hz, {args.threads} threads "
               f"(median of {args.repeats} interleaved rounds)\n" + _table(rows), flush=True)
     if "train" in parts:
-        rows = bench_train(args.train_steps, [m.strip() for m in args.train_models.split(",") if m.strip()],
-                           batch_size=args.train_batch)
+        train_models = [m.strip() for m in args.train_models.split(",") if m.strip()]
+        bad = set(train_models) - {"ours_cpu", "ours_real", "ours_paper"}
+        if bad:
+            parser.error(f"unknown training model(s) {sorted(bad)}; choose from ours_cpu, ours_real, ours_paper")
+        precisions = [p.strip() for p in args.train_precision.split(",") if p.strip()]
+        bad = set(precisions) - set(TRAIN_PRECISIONS)
+        if bad:
+            parser.error(f"unknown precision(s) {sorted(bad)}; choose from {', '.join(TRAIN_PRECISIONS)}")
+        rows = bench_train(args.train_steps, train_models, batch_size=args.train_batch,
+                           segment=args.train_segment, precisions=precisions)
         result["train"] = rows
-        print(f"\nTraining throughput (4 s mixtures of 1-5 talkers, batch {args.train_batch})\n" + _table(rows),
-              flush=True)
+        print(f"\nTraining throughput ({args.train_segment:g} s mixtures of 1-5 talkers, batch {args.train_batch}, "
+              f"{args.threads} threads)\n" + _table(rows), flush=True)
     if "budget" in parts:
         if not (args.budget_speech and args.budget_valid):
             parser.error("the budget part needs --budget-speech and --budget-valid")
