@@ -141,6 +141,15 @@ def bench_rtf(seconds: float, repeats: int, models=RTF_MODELS) -> list[dict]:
 
 
 TRAIN_PRECISIONS = ("32", "bf16-mixed")
+TRAIN_MODELS = ("ours_cpu", "ours_real", "ours_paper")
+
+
+def check_train_options(models: Sequence[str], precisions: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming what the training part does not know."""
+    for kind, given, known in (("training model", models, TRAIN_MODELS), ("precision", precisions, TRAIN_PRECISIONS)):
+        bad = set(given) - set(known)
+        if bad:
+            raise ValueError(f"unknown {kind}(s) {sorted(bad)}; choose from {', '.join(known)}")
 
 
 def bench_train(steps: int, models: list[str], batch_size: int = 4, segment: float = 4.0,
@@ -150,9 +159,7 @@ def bench_train(steps: int, models: list[str], batch_size: int = 4, segment: flo
     Lightning does, with float32 weights and optimizer state."""
     from separation.losses import separation_loss
 
-    bad = set(precisions) - set(TRAIN_PRECISIONS)
-    if bad:
-        raise ValueError(f"unknown precision(s) {sorted(bad)}; choose from {', '.join(TRAIN_PRECISIONS)}")
+    check_train_options(models, precisions)
     rng = np.random.default_rng(1)
     length = int(segment * SR)
     batches = []
@@ -304,13 +311,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(median of {args.repeats} interleaved rounds)\n" + _table(rows), flush=True)
     if "train" in parts:
         train_models = [m.strip() for m in args.train_models.split(",") if m.strip()]
-        bad = set(train_models) - {"ours_cpu", "ours_real", "ours_paper"}
-        if bad:
-            parser.error(f"unknown training model(s) {sorted(bad)}; choose from ours_cpu, ours_real, ours_paper")
         precisions = [p.strip() for p in args.train_precision.split(",") if p.strip()]
-        bad = set(precisions) - set(TRAIN_PRECISIONS)
-        if bad:
-            parser.error(f"unknown precision(s) {sorted(bad)}; choose from {', '.join(TRAIN_PRECISIONS)}")
+        try:
+            check_train_options(train_models, precisions)
+        except ValueError as err:
+            parser.error(str(err))
         rows = bench_train(args.train_steps, train_models, batch_size=args.train_batch,
                            segment=args.train_segment, precisions=precisions)
         result["train"] = rows
