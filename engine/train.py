@@ -25,7 +25,10 @@ fresh optimizer: ``PATH`` loads every matching key, ``PART=PATH`` only the keys 
 differ are an error; keys the model lacks, or that no checkpoint gives, are listed in the history.
 A model may initialise the keys no checkpoint gave (``init_missing``): a separator whose BLSTM
 trunk has more layers than its checkpoint starts with the new layers nearly silent, so it computes
-what the checkpoint did (``model.config.trunk.n_layers=4 init_from=CKPT`` deepens a 3-layer run).
+what the checkpoint did (``model.config.trunk.n_layers=4 init_from=CKPT`` deepens a 3-layer run);
+one whose BLSTM trunk is wider than its checkpoint's gets the checkpoint's weights widened with the
+same function (``model.config.trunk.hidden_size=384`` widens a 256-unit run: the model's
+``upgrade_state_dict``).
 
 Re-running the same command with the same ``run_dir`` resumes from ``last.ckpt``. It refuses
 (``VoxsepError``) when the resolved config changed in a way that matters: anything except the

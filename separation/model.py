@@ -22,6 +22,8 @@ class ``j`` means ``j + count_offset`` talkers (``count_offset`` is 0 when the o
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -331,8 +333,12 @@ class MultiHeadSeparator(SeparationModel):
         """A state dict of any earlier layout in this class's layout (``init_from`` uses it). A
         fused counter (``counter.members.N.*``, e.g. of the bundled model) gives this model's
         single counter the first member with the same weight names and shapes, so that
-        ``init_from=[counter=BUNDLED]`` continues that member's training."""
-        state = upgrade_svoice_state_dict(state_dict)
+        ``init_from=[counter=BUNDLED]`` continues that member's training. A narrower BLSTM trunk's
+        weights are widened to this model's ``hidden_size`` with the same function
+        (:meth:`_widen_state_dict`)."""
+        return self._single_counter_state(self._widen_state_dict(upgrade_svoice_state_dict(state_dict)))
+
+    def _single_counter_state(self, state: dict) -> dict:
         own = {k: v for k, v in self.state_dict().items() if k.startswith("counter.")}
         if any(k.startswith("counter.members.") for k in own) or not any(k.startswith("counter.members.") for k in state):
             return state
@@ -343,6 +349,29 @@ class MultiHeadSeparator(SeparationModel):
             if member.keys() == own.keys() and all(member[k].shape == own[k].shape for k in own):
                 return {**others, **member}
         return state
+
+    def _widen_state_dict(self, state: dict) -> dict:
+        """A narrower trunk's weights into this wider one (a trunk with ``widen_state``: BLSTM),
+        keeping the function: the trunk widens its own weights, and every consumer of its
+        features (the heads, a count head on the trunk) gets zero weights on the new features."""
+        widen = getattr(self.trunk, "widen_state", None)
+        if not callable(widen):
+            return state
+        trunk_state, index = widen({k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")})
+        if index is None:
+            return state
+        own = self.state_dict()
+        out = {k: v for k, v in state.items() if not k.startswith("trunk.")}
+        out.update({"trunk." + k: v for k, v in trunk_state.items()})
+        old_width, new_width = len(index), self.trunk.output_size
+        for key, value in state.items():
+            # a fused counter's member may go into this model's single counter (_single_counter_state)
+            mine = own.get(key, own.get(re.sub(r"^counter\.members\.\d+\.", "counter.", key)))
+            reads_features = (key.startswith("heads.") or key.startswith("counter.")) and key.endswith(".weight")
+            if (reads_features and mine is not None and value.dim() == 2 and mine.dim() == 2
+                    and value.shape == (mine.shape[0], old_width) and mine.shape[1] == new_width):
+                out[key] = self.trunk.widen_columns(value, mine, index)
+        return out
 
     # -- pieces ---------------------------------------------------------------------------------
     def _scale(self, mix: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

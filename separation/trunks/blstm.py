@@ -61,6 +61,66 @@ class BLSTMTrunk(nn.Module):
                         param[3 * hidden:].zero_()
         return grown
 
+    def widen_state(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Widen a narrower stack's weights (``state``: keys relative to the trunk) to this stack's
+        ``hidden_size`` without changing what it computes (Net2Net-style growth in width, Chen,
+        Goodfellow, Shlens, ICLR 2016, with zero outgoing weights instead of split units).
+
+        Every old unit keeps its weights at its new place (each direction's units first, the new
+        units after them); the new units start with this stack's fresh weights, and every weight
+        through which an old unit, a later layer or a consumer of the output would read a new
+        unit is zero. So the wide stack outputs the narrow one's features at the old places and
+        nothing is read from the new ones until training makes those zero weights move (their
+        gradients are not zero: the new units are active).
+
+        Returns:
+            ``(state, index)``: the widened state, and for the consumers of the output
+            (:meth:`widen_columns`) the new place of every old output feature, or ``None`` (with
+            ``state`` unchanged) when the state is not narrower than this stack.
+        """
+        key = "layers.0.weight_hh_l0"
+        if key not in state or state[key].dim() != 2:
+            return state, None
+        old = int(state[key].shape[1])
+        new = self.config.hidden_size
+        if old >= new:
+            return state, None
+        dirs = 2 if self.config.bidirectional else 1
+        # new place of each old unit of one direction block, and of the old output features
+        unit = torch.arange(old)
+        feature_index = torch.cat([unit + d * new for d in range(dirs)])
+        gate_rows = torch.cat([unit + g * new for g in range(4)])  # PyTorch's 4 gate blocks
+        own = self.state_dict()
+        out = dict(state)
+        for name, value in state.items():
+            if not name.startswith("layers.") or name not in own:
+                continue
+            layer = int(name.split(".")[1])
+            fresh = own[name].detach().clone()
+            if name.split(".")[2].startswith("bias"):
+                fresh[gate_rows] = value.to(fresh.dtype)
+            else:
+                if name.split(".")[2].startswith("weight_hh"):
+                    cols, n_in = unit, new
+                elif layer == 0:
+                    cols, n_in = torch.arange(value.shape[1]), value.shape[1]
+                else:
+                    cols, n_in = feature_index, dirs * new
+                # the old units read only what they read before: zero from every new input
+                old_rows = torch.zeros(len(gate_rows), n_in, dtype=fresh.dtype)
+                old_rows[:, cols] = value.to(fresh.dtype)
+                fresh[gate_rows] = old_rows
+            out[name] = fresh
+        return out, feature_index
+
+    @staticmethod
+    def widen_columns(value: torch.Tensor, own: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """A consumer's weight ``(out, old features)`` widened to ``own``'s ``(out, new features)``:
+        the old columns at their new places (``index`` from :meth:`widen_state`), zero elsewhere."""
+        widened = torch.zeros_like(own)
+        widened[:, index] = value.to(own.dtype)
+        return widened
+
     def forward(self, features: torch.Tensor, all_blocks: bool = False) -> list[torch.Tensor]:
         x = features
         outputs = []
