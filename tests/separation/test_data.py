@@ -252,3 +252,23 @@ def test_dynamic_mixing_reverb_through_simulated_rooms(tmp_path_factory):
     assert float(corr.max()) < 0.95  # reverberant, not the dry talkers
     with pytest.raises(ValueError, match="method must be 'synthetic' or 'rooms'"):
         DynamicMixingDataset(corpus, augment={"reverb": {"method": "hall"}}, **common)
+
+
+def test_dynamic_mixing_fill_tops_up_short_utterances_with_the_same_speakers(corpus):
+    utts = [u for u in load_utterance_manifest(corpus) if u.split == "tr"]
+    longest = max(sf.info(u.path).frames / sf.info(u.path).samplerate for u in utts)
+    segment = math.ceil(longest) + 1.0  # longer than every utterance: min mode would cut every mixture
+    base = dict(counts=(2, 3), segment=segment, sample_rate=8000, epoch_size=6, seed=3)
+    plain, filled = DynamicMixingDataset(utts, **base), DynamicMixingDataset(utts, fill=True, **base)
+    seg = int(round(segment * 8000))
+    for i in range(6):
+        p, f = plain[i], filled[i]
+        assert p["speakers"] == f["speakers"]  # the same draw of talkers
+        assert p["length"] < seg and f["length"] == seg
+        for src in f["sources"]:
+            # speech over the whole crop: every second holds signal (no zero padding at the end)
+            power = src.reshape(-1, 8000).pow(2).mean(-1)
+            assert float(power.min()) > 1e-6
+        torch.testing.assert_close(f["sources"].sum(0), f["mix"], atol=1e-6, rtol=0)
+    again = DynamicMixingDataset(utts, fill=True, **base)
+    assert torch.equal(again[2]["mix"], filled[2]["mix"])
