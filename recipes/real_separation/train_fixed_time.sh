@@ -25,6 +25,7 @@ FRACTIONS=${FRACTIONS:-0.91,0.09,0}
 N_VALID=${N_VALID:-40}               # validation mixtures per talker count (the campaign's: 40)
 N_CALIB=${N_CALIB:-100}              # calibration mixtures per talker count (the campaign's: 100)
 LAYERS=${LAYERS:-}                   # BLSTM layers (default: INIT's; one more grows the trunk)
+HIDDEN=${HIDDEN:-}                   # BLSTM units per direction (default: INIT's; more widens the trunk)
 
 if [ "${PREPARE:-0}" = 1 ]; then
   # stage 0: an 8 kHz copy of the speech and noise (FLAC, same table) small enough to carry
@@ -64,7 +65,8 @@ if [ "$INIT" = default ]; then
   INIT=$(python -c "from voxsep.registry import list_models; print([m.path for m in list_models('separation') if m.name == 'default'][0])")
 fi
 # the separator's trunk, heads and trunk count head come from INIT (its depth and width, so that
-# no layer is left behind; LAYERS above INIT's grows new layers that start nearly silent). The export
+# no layer is left behind; LAYERS above INIT's grows new layers that start nearly silent, HIDDEN above
+# INIT's widens every layer with new units that start unread: the same function either way). The export
 # below fuses the count head with INIT's counters that do not read INIT's trunk (the CRNNs), fitted
 # on the calibration mixtures
 INIT_OPT="init_from=null"; SHAPE=()
@@ -72,9 +74,10 @@ if [ "$INIT" != none ]; then
   INIT_OPT="init_from=[trunk=$INIT, heads=$INIT, counter=$INIT]"
   read -r INIT_LAYERS INIT_HIDDEN < <(python -c "from engine.checkpoint import load_checkpoint; \
 t = load_checkpoint('$INIT')['model_config']['trunk']; print(t['n_layers'], t['hidden_size'])")
-  SHAPE=("model.config.trunk.n_layers=${LAYERS:-$INIT_LAYERS}" "model.config.trunk.hidden_size=$INIT_HIDDEN")
-elif [ -n "$LAYERS" ]; then
-  SHAPE=("model.config.trunk.n_layers=$LAYERS")
+  SHAPE=("model.config.trunk.n_layers=${LAYERS:-$INIT_LAYERS}" "model.config.trunk.hidden_size=${HIDDEN:-$INIT_HIDDEN}")
+else
+  [ -z "$LAYERS" ] || SHAPE+=("model.config.trunk.n_layers=$LAYERS")
+  [ -z "$HIDDEN" ] || SHAPE+=("model.config.trunk.hidden_size=$HIDDEN")
 fi
 voxsep train "$CONF" "run_dir=$RUN" "$INIT_OPT" "${SHAPE[@]}" \
   "data.train.utterances=[{path: $SPEECH, weight: 1.0, fractions: [$FRACTIONS]}]" \
