@@ -138,3 +138,28 @@ def test_vocoder_conf_is_16k_and_holds_back_the_separation_speakers():
     assert conf["task"] == "vocoder" and conf["sample_rate"] == 16000
     assert conf["data"]["fractions"] == read_yaml(RECIPE / "conf.yaml")["data"]["fractions"]
     assert conf["model"]["config"]["hop_length"] == 256 and conf["model"]["config"]["n_fft"] == 1024
+
+
+def test_adult_table_keeps_adults_and_the_full_tables_speaker_split(tmp_path):
+    rows = ["path,speaker,corpus,age,seconds"]
+    for k in range(40):
+        # ages 13..42 (LibriSpeech gives none): dropping the 5 children moves the plain split rule's cut,
+        # so a table without the full table's split would put a speaker elsewhere
+        corpus, age = ("so", str(13 + k)) if k < 30 else ("ls", "")
+        rows.append(f"{corpus}/{k:02d}.flac,{corpus}{k:02d},{corpus},{age},1.0")
+    table = tmp_path / "speech" / "manifest.csv"
+    table.parent.mkdir()
+    table.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "adult" / "manifest.csv"
+    subprocess.run([sys.executable, str(RECIPE / "adult_table.py"), str(table), str(out)], check=True, cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    full = {u.speaker: u for u in read_utterances(table, fractions=(0.91, 0.09, 0.0))}
+    kept = read_utterances(out)
+    assert sorted(u.speaker for u in kept) == sorted([f"so{k:02d}" for k in range(5, 30)] +
+                                                     [f"ls{k:02d}" for k in range(30, 40)])
+    for u in kept:  # the same split as in the full table (filtering must not move the cut) and the same file
+        assert u.split == full[u.speaker].split
+        assert Path(u.path).resolve() == Path(full[u.speaker].path).resolve()
+    assert {u.split for u in kept} == {"tr", "cv"}
+    with open(out) as f:
+        assert all(not Path(r["path"]).is_absolute() for r in csv.DictReader(f))
