@@ -11,7 +11,7 @@ Schema (``voxsep train`` and :func:`engine.train.train` read the resolved dict):
     model: {name: svoice, config: {...}}        # registry name + its config dict
     data: {...}                 # task-specific, handed to task.build_datasets
     optim: {optimizer: adam, lr: 5.0e-4, weight_decay: 0.0, grad_clip: 5.0,
-            scheduler: {name: step, step_size: 2, gamma: 0.98}}   # or none / cosine / plateau
+            scheduler: {name: step, step_size: 2, gamma: 0.98}}   # or none / cosine / cosine_steps / plateau
     trainer: {max_epochs: 100, max_steps: -1, max_time_minutes: null, batch_size: 4, ...}
 
 The free-form sections (``task_options``, ``model.config``, ``data``) are the task's and the
@@ -41,11 +41,14 @@ OPTIM_DEFAULTS: dict[str, Any] = {
     "grad_clip": None, "scheduler": {"name": "none"},
 }
 
-#: Scheduler name -> its keys and defaults (``t_max: null`` = the trainer's max_epochs).
+#: Scheduler name -> its keys and defaults (``cosine``: ``t_max`` epochs, ``null`` = the trainer's
+#: max_epochs; ``cosine_steps``: the same curve stepped at every optimizer step, ``t_max`` steps,
+#: ``null`` = the trainer's max_steps: a smooth decay for runs of one or a few long epochs).
 SCHEDULER_DEFAULTS: dict[str, dict[str, Any]] = {
     "none": {},
     "step": {"step_size": 1, "gamma": 0.98},
     "cosine": {"t_max": None, "eta_min": 0.0},
+    "cosine_steps": {"t_max": None, "eta_min": 0.0},
     "plateau": {"factor": 0.5, "patience": 5, "min_lr": 0.0},
 }
 

@@ -220,6 +220,12 @@ def build_optimizer(params: Any, config: Mapping[str, Any], monitor_key: str) ->
         if t_max < 1:
             raise VoxsepError("optim.scheduler.t_max must be set when trainer.max_epochs is not")
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=sched["eta_min"])
+    elif sched["name"] == "cosine_steps":
+        t_max = sched["t_max"] or config["trainer"]["max_steps"]
+        if t_max < 1:
+            raise VoxsepError("optim.scheduler.t_max (steps) must be set when trainer.max_steps is not")
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=sched["eta_min"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
     else:  # plateau
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=config["trainer"]["monitor_mode"], factor=sched["factor"],

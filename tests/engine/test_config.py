@@ -92,6 +92,7 @@ def test_missing_required_and_unreadable_files(tmp_path):
 def test_scheduler_defaults_per_name(tmp_path):
     base = toy_config(tmp_path / "run")
     for name, expected in [("none", {"name": "none"}), ("cosine", {"name": "cosine", "t_max": None, "eta_min": 0.0}),
+                           ("cosine_steps", {"name": "cosine_steps", "t_max": None, "eta_min": 0.0}),
                            ("plateau", {"name": "plateau", "factor": 0.5, "patience": 5, "min_lr": 0.0})]:
         cfg = resolve_config(apply_overrides(base, [f"optim.scheduler={{name: {name}}}"]))
         assert cfg["optim"]["scheduler"] == expected

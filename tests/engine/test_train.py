@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -110,6 +111,23 @@ def test_without_validation_best_follows_training_loss(tmp_path):
     assert [r["train/data_epoch"] for r in epochs] == [0, 1]  # a DataLoader worker sees set_epoch too
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best["metrics"]["best/train/loss_epoch"] == pytest.approx(min(r["train/loss"] for r in epochs))
+
+
+def test_cosine_steps_decays_at_every_optimizer_step(tmp_path):
+    config = toy_config(tmp_path / "run", max_epochs=2)
+    config["optim"]["scheduler"] = {"name": "cosine_steps", "t_max": 32, "eta_min": 0.0}
+    train(config)
+    epochs = _epochs(tmp_path / "run")
+    lr0 = epochs[0]["lr"]
+    steps = epochs[0]["step"]  # steps per epoch
+    assert epochs[1]["lr"] == pytest.approx(lr0 * (1 + math.cos(math.pi * steps / 32)) / 2)
+    state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)["lr_schedulers"][0]
+    assert state["last_epoch"] == 2 * steps  # stepped per optimizer step; the epoch cosine steps twice
+    assert state["_last_lr"][0] == pytest.approx(lr0 * (1 + math.cos(math.pi * 2 * steps / 32)) / 2)
+    config = toy_config(tmp_path / "other", max_epochs=2)
+    config["optim"]["scheduler"] = {"name": "cosine_steps"}  # no t_max and no max_steps
+    with pytest.raises(VoxsepError, match="t_max .steps. must be set"):
+        train(config)
 
 
 def test_atomic_checkpoint_io_never_leaves_a_partial_file(tmp_path, monkeypatch):
