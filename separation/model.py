@@ -23,7 +23,6 @@ class ``j`` means ``j + count_offset`` talkers (``count_offset`` is 0 when the o
 from __future__ import annotations
 
 import re
-
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
