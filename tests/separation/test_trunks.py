@@ -135,18 +135,25 @@ def _difference_db(est: torch.Tensor, ref: torch.Tensor) -> float:
     return float(10 * torch.log10((est - ref).pow(2).sum() / ref.pow(2).sum()))
 
 
+def _trained_looking(tmp_path, name: str, **trunk):
+    """A tiny BLSTM separator (``trunk`` options) with weights far from a fresh init, as a trained
+    model's are, saved as ``tmp_path/name.pt``. Returns ``(model, config, path)``."""
+    torch.manual_seed(0)
+    config = tiny("blstm")
+    config["trunk"].update(trunk)
+    model = build_model("multihead", config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    path = tmp_path / f"{name}.pt"
+    save_checkpoint(path, task="separation", model_name="multihead", model_config=model.get_config(),
+                    sample_rate=SR, model=model)
+    return model, config, path
+
+
 def _deepened(tmp_path, residual: bool = True):
     """A trained-looking 2-layer BLSTM separator saved, and a 3-layer one initialised from it."""
-    torch.manual_seed(0)
-    shallow_config = tiny("blstm")
-    shallow_config["trunk"]["residual"] = residual
-    shallow = build_model("multihead", shallow_config).eval()
-    with torch.no_grad():  # weights far from a fresh init, as a trained model's are
-        for p in shallow.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    path = tmp_path / "shallow.pt"
-    save_checkpoint(path, task="separation", model_name="multihead", model_config=shallow.get_config(),
-                    sample_rate=SR, model=shallow)
+    shallow, shallow_config, path = _trained_looking(tmp_path, "shallow", residual=residual)
     deep_config = {**shallow_config, "trunk": {**shallow_config["trunk"], "n_layers": 3}}
     deep = build_model("multihead", deep_config)
     report = init_weights(deep, [str(path)])
@@ -176,18 +183,9 @@ def test_init_from_into_a_deeper_blstm_keeps_the_function_and_trains_the_new_lay
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def _widened(tmp_path, bidirectional: bool = True, residual: bool = True, counter: str = "head"):
+def _widened(tmp_path, bidirectional: bool = True, residual: bool = True):
     """A trained-looking narrow BLSTM separator saved, and one 1.5 times wider initialised from it."""
-    torch.manual_seed(0)
-    narrow_config = tiny("blstm", counter=counter)
-    narrow_config["trunk"].update(bidirectional=bidirectional, residual=residual)
-    narrow = build_model("multihead", narrow_config).eval()
-    with torch.no_grad():
-        for p in narrow.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    path = tmp_path / "narrow.pt"
-    save_checkpoint(path, task="separation", model_name="multihead", model_config=narrow.get_config(),
-                    sample_rate=SR, model=narrow)
+    narrow, narrow_config, path = _trained_looking(tmp_path, "narrow", bidirectional=bidirectional, residual=residual)
     wide_config = {**narrow_config, "trunk": {**narrow_config["trunk"], "hidden_size": 24}}
     wide = build_model("multihead", wide_config)
     report = init_weights(wide, [f"trunk={path}", f"heads={path}", f"counter={path}"])
