@@ -468,7 +468,7 @@ class DynamicMixingDataset(Dataset, _EpochRandom):
             other utterances of the same speaker (drawn at random, back to back) until the crop
             is full, so that ``min`` mode does not cut the mixture to the shortest utterance and
             the training step spends no compute on zero padding (read speech of a few seconds
-            per utterance otherwise pads about a quarter of 4 s crops). Off by default.
+            per utterance otherwise pads about a fifth of 4 s crops). Off by default.
         cache: ``True``/``False``, or ``"auto"``: keep decoded utterances in memory when they fit
             in ``max_cache_bytes`` (estimated from the manifest durations). Call :meth:`preload`
             before a ``DataLoader`` forks its workers to decode once and share the cache.
