@@ -22,7 +22,7 @@ from frontend import audio_info, load_audio
 from frontend.errors import VoxsepError
 from frontend.noise import loop_excerpt
 from frontend.utterances import Utterance, noise_recordings, read_utterances  # noqa: F401  (the tasks' readers)
-from generation.noise import NOISE_KINDS, make_noise, mix_at_snr
+from generation.noise import NOISE_KINDS, babble, make_noise, mix_at_snr
 from frontend.rooms import RoomBank, room_config
 
 
@@ -74,6 +74,30 @@ class NoisyPair:
     room: str = ""
 
 
+_BABBLE_DEFAULTS = {"prob": 0.0, "talkers": (3, 12), "room_prob": 0.0}
+
+
+def _babble_config(settings: Mapping | None, have_rooms: bool) -> dict | None:
+    """The ``babble`` settings of :class:`NoisySpeechDataset` checked and completed, or ``None``."""
+    if settings is None:
+        return None
+    unknown = set(settings) - set(_BABBLE_DEFAULTS)
+    if unknown:
+        raise VoxsepError(f"babble: unknown setting(s) {sorted(unknown)}; known: {sorted(_BABBLE_DEFAULTS)}")
+    out = {**_BABBLE_DEFAULTS, **settings}
+    for key in ("prob", "room_prob"):
+        if not 0.0 <= float(out[key]) <= 1.0:
+            raise VoxsepError(f"babble.{key} must be in [0, 1], got {out[key]}")
+        out[key] = float(out[key])
+    talkers = [int(v) for v in out["talkers"]]
+    if len(talkers) != 2 or not 1 <= talkers[0] <= talkers[1]:
+        raise VoxsepError(f"babble.talkers must be a range [low, high] with 1 <= low <= high, got {list(out['talkers'])}")
+    out["talkers"] = tuple(talkers)
+    if out["room_prob"] > 0 and not have_rooms:
+        raise VoxsepError("babble.room_prob needs simulated rooms: set data.rooms (its prob may be 0)")
+    return out
+
+
 class NoisySpeechDataset(_CropDataset):
     """Items ``{"noisy": (T,), "clean": (T,), "snr_db": float}``: speech + noise at an SNR.
 
@@ -93,12 +117,17 @@ class NoisySpeechDataset(_CropDataset):
         noise_file_prob: share of items whose noise is a recording (when there are recordings).
         rooms: ``None`` or room settings (:data:`frontend.rooms.ROOM_DEFAULTS`; needs the
             ``[rooms]`` extra).
+        babble: ``None`` or crowd settings ``{prob, talkers: [low, high], room_prob}``: a share
+            ``prob`` of the items gets, before any recording or generated noise, a babble of
+            ``low``..``high`` other talkers (both included), of which a share ``room_prob`` goes
+            through one of the simulated ``rooms`` whole (a distant, reverberant crowd, as in a
+            cafeteria). ``None`` (the default) leaves babble to ``noise_kinds``.
     """
 
     def __init__(self, utterances, n_samples, sample_rate, length, fixed, seed=0,
                  snr_db: Sequence[float] = (-5.0, 15.0), noise_kinds: Sequence[str] = NOISE_KINDS,
                  noise_files: Sequence[str | os.PathLike] = (), noise_file_prob: float = 0.5,
-                 rooms: Mapping | None = None):
+                 rooms: Mapping | None = None, babble: Mapping | None = None):
         super().__init__(utterances, n_samples, sample_rate, length, fixed, seed)
         self.snr_db = tuple(float(v) for v in snr_db)
         if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
@@ -110,6 +139,7 @@ class NoisySpeechDataset(_CropDataset):
             raise VoxsepError(f"noise_file_prob must be in [0, 1], got {noise_file_prob}")
         room_settings = room_config(rooms)
         self.rooms = RoomBank(room_settings, self.sample_rate, seed) if room_settings else None
+        self.babble = _babble_config(babble, self.rooms is not None)
         self._noise_audio: dict[Path, np.ndarray] = {}
 
     def __getitem__(self, index: int) -> dict:
@@ -129,7 +159,9 @@ class NoisySpeechDataset(_CropDataset):
             return [_load_crop(others[int(i)], n, self.sample_rate, r) for i in picks]
 
         noise = None
-        if self.noise_files and rng.random() < self.noise_file_prob:
+        if self.babble is not None and self.babble["prob"] > 0 and rng.random() < self.babble["prob"]:
+            noise, desc = self._crowd(n, babble_source, rng)
+        elif self.noise_files and rng.random() < self.noise_file_prob:
             noise, desc = self._recording(n, rng)
         if noise is None:
             noise, desc = make_noise(n, self.sample_rate, rng, self.noise_kinds, babble_source)
@@ -142,6 +174,16 @@ class NoisySpeechDataset(_CropDataset):
         else:
             noisy = mix_at_snr(speech, noise, snr)
         return NoisyPair(noisy.astype(np.float32, copy=False), target.astype(np.float32, copy=False), snr, desc, room)
+
+    def _crowd(self, n: int, babble_source, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        """A babble of a random number of other talkers (``babble`` settings), perhaps through a room."""
+        low, high = self.babble["talkers"]
+        talkers = int(rng.integers(low, high + 1))
+        noise, desc = babble(n, self.sample_rate, rng, babble_source(talkers, rng)), f"crowd:{talkers}"
+        if self.rooms is not None and rng.random() < self.babble["room_prob"]:
+            noise, _, room = self.rooms.apply(noise, rng)
+            desc += f"+{room}"
+        return noise, desc
 
     def _recording(self, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray | None, str]:
         """A random stretch of a random noise recording (looped when shorter), at unit RMS; ``None``

@@ -21,6 +21,9 @@ Data config (both tasks)::
       noise_file_fractions: [0.75, 0.25, 0.0]   # this share of the items (else generated noise)
       rooms: null              # simulated rooms ([rooms] extra): {prob, rt60, size, n_rooms,
                                #   target, early_ms} (frontend.rooms.ROOM_DEFAULTS)
+      babble: null             # a crowd for a share of the items, before any other noise:
+                               #   {prob, talkers: [low, high], room_prob} (room_prob: the share
+                               #   of crowds put through one of the rooms whole; needs rooms)
 
 Enhancement ``task_options``::
 
@@ -54,7 +57,7 @@ from generation.vocoder import Vocoder
 _COMMON_KEYS = {"manifest", "fractions", "train_split", "valid_split", "segment", "train_examples",
                 "valid_examples", "seed"}
 _DATA_KEYS = _COMMON_KEYS | {"snr_db", "noise_kinds", "noise_files", "noise_file_prob", "noise_file_fractions",
-                             "rooms"}
+                             "rooms", "babble"}
 #: enhancement loss terms (task_options.loss)
 LOSS_TERMS = ("l1", "si_snr", "mrstft")
 
@@ -127,7 +130,7 @@ class EnhancementTask(Task):
                       snr_db=data_config.get("snr_db", (-5.0, 15.0)),
                       noise_kinds=data_config.get("noise_kinds", NOISE_KINDS),
                       noise_file_prob=float(data_config.get("noise_file_prob", 0.5)),
-                      rooms=data_config.get("rooms"))
+                      rooms=data_config.get("rooms"), babble=data_config.get("babble"))
         train_split = data_config.get("train_split", "train")
         train = NoisySpeechDataset(_utterances(data_config, "train_split", "train"),
                                    length=int(data_config.get("train_examples", 4000)), fixed=False,

@@ -237,3 +237,97 @@ def test_task_loss_options_are_checked():
         task.build_model("wavenet_denoiser", _config(_enhancer(256), 256))
     small = EnhancementTask(loss={"mrstft": 1.0}, stft_resolutions=[[256, 64, 256], [128, 32, 128]])
     small.build_model("wavenet_denoiser", _config(_enhancer(256), 256))
+
+
+@pytest.fixture(scope="module")
+def tone_speakers(tmp_path_factory):
+    """30 speakers, each one second of a steady tone of its own (200, 300, ... Hz): a crop looped
+    over one second stays one clean spectral line, so a babble's talkers can be counted."""
+    root = tmp_path_factory.mktemp("tone_speakers")
+    rows = ["path,speaker,corpus,seconds"]
+    t = torch.arange(SR) / SR
+    for k in range(30):
+        save_audio(root / f"{k:02d}.flac", 0.2 * torch.sin(2 * torch.pi * (200 + 100 * k) * t), SR)
+        rows.append(f"{k:02d}.flac,s{k:02d},so,1.0")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return read_utterances(root / "manifest.csv", "train", fractions=[1.0, 0.0, 0.0])
+
+
+def _talkers_heard(noise: np.ndarray) -> set[int]:
+    """Which of the 30 speakers' lines stand out in ``noise`` (1 Hz bins over one second)."""
+    power = np.abs(np.fft.rfft(noise.astype(np.float64))) ** 2
+    lines = np.array([power[200 + 100 * k] for k in range(30)])
+    return {k for k in range(30) if lines[k] > 0.01 * lines.max()}
+
+
+@pytest.mark.parametrize("talkers", [(1, 1), (6, 6), (2, 4)])
+def test_babble_crowd_has_the_asked_number_of_other_talkers(tone_speakers, talkers):
+    ds = NoisySpeechDataset(tone_speakers, n_samples=SR, sample_rate=SR, length=12, fixed=True,
+                            snr_db=(0.0, 10.0), noise_kinds=["colored"],
+                            babble={"prob": 1.0, "talkers": list(talkers)})
+    for i in range(12):
+        rng = np.random.default_rng([1, i])
+        own = tone_speakers[i % 30]
+        pair = ds.make_pair(_load_crop(own, SR, SR, rng), own.speaker, rng)
+        assert pair.noise.startswith("crowd:")
+        k = int(pair.noise.removeprefix("crowd:"))
+        assert talkers[0] <= k <= talkers[1]
+        heard = _talkers_heard(pair.noisy - pair.clean)
+        assert int(own.speaker[1:]) not in heard  # other talkers only
+        # talkers are drawn with replacement: k lines, fewer only when a talker is drawn twice
+        assert 1 <= len(heard) <= k and (k < 6 or len(heard) >= 3)
+        assert _snr_back(pair.noisy, pair.clean) == pytest.approx(pair.snr_db, abs=0.02)
+
+
+def test_babble_share_and_old_configs_unchanged(tone_speakers):
+    common = dict(n_samples=SR, sample_rate=SR, length=40, fixed=True, snr_db=(0.0, 10.0),
+                  noise_kinds=["colored", "hum"])
+    plain = NoisySpeechDataset(tone_speakers, **common)
+    off = NoisySpeechDataset(tone_speakers, **common, babble={"prob": 0.0})
+    half = NoisySpeechDataset(tone_speakers, **common, babble={"prob": 0.5, "talkers": [3, 3]})
+    kinds = []
+    for i in range(40):
+        rng_a, rng_b, rng_c = (np.random.default_rng([2, i]) for _ in range(3))
+        own = tone_speakers[i % 30]
+        a = plain.make_pair(_load_crop(own, SR, SR, rng_a), own.speaker, rng_a)
+        b = off.make_pair(_load_crop(own, SR, SR, rng_b), own.speaker, rng_b)
+        assert not a.noise.startswith("crowd")
+        assert a.noise == b.noise and np.array_equal(a.noisy, b.noisy)  # prob 0 draws nothing more
+        kinds.append(half.make_pair(_load_crop(own, SR, SR, rng_c), own.speaker, rng_c).noise)
+    crowds = sum(k == "crowd:3" for k in kinds)
+    assert 10 <= crowds <= 30 and all(k == "crowd:3" or not k.startswith("crowd") for k in kinds)
+
+
+def test_babble_settings_are_checked(tone_speakers):
+    def make(babble, rooms=None):
+        return NoisySpeechDataset(tone_speakers, n_samples=SR, sample_rate=SR, length=2, fixed=True,
+                                  babble=babble, rooms=rooms)
+    with pytest.raises(VoxsepError, match="babble: unknown setting"):
+        make({"p": 0.5})
+    with pytest.raises(VoxsepError, match=r"babble.prob must be in \[0, 1\]"):
+        make({"prob": 1.5})
+    with pytest.raises(VoxsepError, match="babble.talkers must be a range"):
+        make({"prob": 0.5, "talkers": [4, 2]})
+    with pytest.raises(VoxsepError, match="babble.room_prob needs simulated rooms"):
+        make({"prob": 0.5, "room_prob": 0.5})
+    task = EnhancementTask()
+    with pytest.raises(VoxsepError, match="babble.talkers"):
+        task.build_datasets({"manifest": str(tone_speakers[0].path.parent / "manifest.csv"),
+                             "fractions": [0.5, 0.5, 0.0], "segment": 2000, "babble": {"talkers": [0, 3]}}, SR)
+
+
+def test_babble_crowd_through_a_room_is_reverberant(tone_speakers):
+    pytest.importorskip("pyroomacoustics")
+    ds = NoisySpeechDataset(tone_speakers, n_samples=SR, sample_rate=SR, length=4, fixed=True,
+                            snr_db=(5.0, 5.0), noise_kinds=["colored"],
+                            rooms={"prob": 0.0, "rt60": [0.5, 0.5], "n_rooms": 2},
+                            babble={"prob": 1.0, "talkers": [1, 1], "room_prob": 1.0})
+    rng = np.random.default_rng(3)
+    own = tone_speakers[0]
+    pair = ds.make_pair(_load_crop(own, SR, SR, rng), own.speaker, rng)
+    assert pair.noise.startswith("crowd:1+room") and pair.room == ""  # the crowd is in the room, the talker is not
+    assert np.array_equal(pair.clean, _load_crop(own, SR, SR, np.random.default_rng(3)))
+    noise = (pair.noisy - pair.clean).astype(np.float64)
+    # a steady tone through a room: it builds up over the first few hundredths of a second
+    assert np.sqrt(np.mean(noise[:40] ** 2)) < 0.5 * np.sqrt(np.mean(noise[SR // 2:] ** 2))
+    assert _snr_back(pair.noisy, pair.clean) == pytest.approx(5.0, abs=0.02)
