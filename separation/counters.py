@@ -13,7 +13,10 @@
   concatenated, through one linear layer, i.e. a multinomial logistic regression fitted on
   held-back mixtures by :func:`fit_fusion` (``voxsep export --calibrate``). Two counters that err
   differently (the trunk's head and the CRNN) count better together, and the fit also removes the
-  members' bias towards too few talkers on unseen voices.
+  members' bias towards too few talkers on unseen voices. With ``duration`` the combiner also reads
+  the mixture's log duration and its products with the members' log-probabilities, so that it
+  trusts each member as far as it counts right on mixtures of that length (short mixtures hide a
+  talker more often); the duration is clipped to the range the fit saw.
 
 Every counter maps to ``count_logits (B, n_classes)``. Contract: ``needs_trunk`` says whether
 ``forward`` uses the trunk's features; ``forward(mix, lengths, features, frame_mask)``.
@@ -172,10 +175,18 @@ class FusionCounter(nn.Module):
     @dataclass
     class Config:
         members: list = field(default_factory=lambda: [{"type": "head"}, {"type": "crnn"}])
+        #: ``None``, or ``[shortest, longest]`` seconds: the combiner reads the log duration (clipped
+        #: to this range) and its products with the members' log-probabilities
+        duration: list | None = None
 
         def __post_init__(self):
             if not self.members:
                 raise ValueError("counter fusion: members is empty")
+            if self.duration is not None:
+                lo, hi = (float(v) for v in self.duration)
+                if not 0 < lo <= hi:
+                    raise ValueError(f"counter fusion: duration must be [shortest, longest] seconds > 0, got {self.duration}")
+                self.duration = [lo, hi]
             full = [counter_config(m) for m in self.members]
             if any(m["type"] == "fusion" for m in full):
                 raise ValueError("counter fusion: a member cannot itself be a fusion")
@@ -187,10 +198,12 @@ class FusionCounter(nn.Module):
         self.n_classes = n_classes
         self.members = nn.ModuleList(build_counter(m, n_classes, feature_size, sample_rate) for m in config.members)
         self.needs_trunk = any(m.needs_trunk for m in self.members)
+        self.sample_rate = sample_rate
         n_in = len(self.members) * n_classes
-        self.combine = nn.Linear(n_in, n_classes)
+        self.combine = nn.Linear(2 * n_in + 1 if config.duration is not None else n_in, n_classes)
         with torch.no_grad():
-            self.combine.weight.copy_(torch.eye(n_classes).repeat(1, len(self.members)) / len(self.members))
+            self.combine.weight.zero_()
+            self.combine.weight[:, :n_in].copy_(torch.eye(n_classes).repeat(1, len(self.members)) / len(self.members))
             self.combine.bias.zero_()
 
     def member_log_probs(self, mix: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor | None,
@@ -198,9 +211,24 @@ class FusionCounter(nn.Module):
         """``(B, n_members * n_classes)``: each member's log-probabilities, side by side."""
         return torch.cat([m(mix, lengths, features, frame_mask).log_softmax(dim=-1) for m in self.members], dim=-1)
 
+    def seconds(self, mix: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """``(B,)`` durations of the mixtures in seconds (their valid lengths)."""
+        n = lengths if lengths is not None else torch.full((mix.shape[0],), mix.shape[-1], device=mix.device)
+        return n.to(torch.float32) / self.sample_rate
+
+    def combiner_inputs(self, log_probs: torch.Tensor, seconds: torch.Tensor) -> torch.Tensor:
+        """What the combiner reads: the members' log-probabilities ``(B, M * C)``, and with ``duration``
+        also the clipped log duration and its products with them (``(B, 2 * M * C + 1)``)."""
+        if self.config.duration is None:
+            return log_probs
+        lo, hi = self.config.duration
+        log_s = seconds.to(log_probs).clamp(lo, hi).log()[:, None]
+        return torch.cat([log_probs, log_s, log_probs * log_s], dim=-1)
+
     def forward(self, mix: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor | None = None,
                 frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.combine(self.member_log_probs(mix, lengths, features, frame_mask))
+        log_probs = self.member_log_probs(mix, lengths, features, frame_mask)
+        return self.combine(self.combiner_inputs(log_probs, self.seconds(mix, lengths)))
 
 
 def fit_fusion(inputs: torch.Tensor, labels: torch.Tensor, n_classes: int, l2: float = 1e-3,

@@ -57,7 +57,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
                      counter: str | os.PathLike | list[str | os.PathLike] | None = None,
                      metrics: dict[str, float] | None = None, half: bool = False,
                      calibrate: str | os.PathLike | list[str | os.PathLike] | None = None, l2: float | str = "auto",
-                     progress: bool = False, settings: list[str] | None = None, int8: bool = False) -> dict:
+                     progress: bool = False, settings: list[str] | None = None, int8: bool = False,
+                     count_duration: bool = False) -> dict:
     """Write ``out``: the separator checkpoint ``model`` with, if given, the counter of checkpoint
     ``counter`` (both ``multihead`` models with the same ``max_speakers``), portable paths and the
     given extra ``metrics``; ``half`` stores the weights as float16 (half the size; they load into
@@ -69,8 +70,9 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     checkpoint or a list; a fused counter brings its members, less those that read another
     separator's trunk);
     its combiner is fitted on the manifest's mixtures (:func:`separation.counters.fit_fusion`, L2
-    weight ``l2``, or ``"auto"``: chosen by cross-validation on them, see :func:`calibrate_counter`).
-    The manifest must hold every talker count; use held-back speakers, never the evaluation set. The
+    weight ``l2``, or ``"auto"``: chosen by cross-validation on them, see :func:`calibrate_counter`);
+    with ``count_duration`` the combiner also reads the mixture's duration (clipped to the range of
+    the calibration mixtures; :class:`separation.counters.FusionCounter`). The manifest must hold every talker count; use held-back speakers, never the evaluation set. The
     combiner stays float32 with ``half``. ``settings`` change the model config (see the module
     docstring). Returns the written checkpoint dict.
 
@@ -79,6 +81,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
             a counter that reads another separator's trunk, several counters without ``calibrate``,
             a calibration set that misses a count, settings the model rejects or that change its weights.
     """
+    if count_duration and calibrate is None:
+        raise VoxsepError("--count-duration fits the fusion with the mixtures' durations: give --calibrate MANIFEST")
     base = load_checkpoint(model)
     if base["model_name"] != "multihead":
         if counter or calibrate is not None:
@@ -132,6 +136,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
         state.update({f"counter.{k}": v for k, v in members[0][1].items()})
     else:
         config["counter"] = {"type": "fusion", "members": [spec for spec, _ in members]}
+        if count_duration:
+            config["counter"]["duration"] = [1.0, 1.0]  # the calibration mixtures' range replaces it
         for i, (_, weights) in enumerate(members):
             state.update({f"counter.members.{i}.{k}": v for k, v in weights.items()})
     # fit (and check) the model that will be deployed: the stored weights, loaded as float32
@@ -146,6 +152,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
                           f"unexpected {unexpected[:3]})")
     if calibrate is not None:
         fit = calibrate_counter(built, calibrate, base["sample_rate"], l2=l2, progress=progress)
+        if count_duration:
+            config["counter"]["duration"] = list(built.counter.config.duration)
         sets = [calibrate] if isinstance(calibrate, (str, os.PathLike)) else list(calibrate)
         sources.update(calibration=[portable_path(os.fspath(c)) for c in sets], calibration_l2=fit["calibration/l2"])
         base_metrics = {k: v for k, v in base_metrics.items() if "count" not in k}
@@ -283,13 +291,19 @@ def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLik
         raise VoxsepError(f"{manifest}: {len(data)} calibration mixtures are too few to choose the L2 weight by "
                           f"{CV_FOLDS}-fold cross-validation (at least {CV_FOLDS}); give --l2 WEIGHT")
     model.eval()
-    inputs, labels = [], []
+    log_probs, seconds, labels = [], [], []
     with torch.no_grad():
         for i in tqdm(range(len(data)), desc="calibrating the counter", unit="mix", disable=not progress):
             item = data[i]
-            inputs.append(model.counter.member_log_probs(*model.count_inputs(item["mix"][None].float()))[0])
+            mix = item["mix"][None].float()
+            log_probs.append(model.counter.member_log_probs(*model.count_inputs(mix))[0])
+            seconds.append(float(model.counter.seconds(mix, None)[0]))
             labels.append(int(item["n_src"]) - offset)
-    x, y = torch.stack(inputs), torch.tensor(labels)
+    if model.counter.config.duration is not None:
+        # the combiner reads durations within the range it was fitted on
+        model.counter.config.duration = [min(seconds), max(seconds)]
+    x = model.counter.combiner_inputs(torch.stack(log_probs), torch.tensor(seconds))
+    y = torch.tensor(labels)
     figures = {"calibration/n": float(len(y))}
     if l2 == "auto":
         l2, scores = select_l2(x, y, n_classes)
@@ -297,7 +311,7 @@ def calibrate_counter(model, manifest: str | os.PathLike | list[str | os.PathLik
     figures["calibration/l2"] = float(l2)
     weight, bias = fit_fusion(x, y, n_classes, l2=l2)
     with torch.no_grad():
-        model.counter.combine.weight.copy_(weight)
+        model.counter.combine.weight.copy_(weight)  # (the duration's columns, if any, follow the members')
         model.counter.combine.bias.copy_(bias)
         fused = model.counter.combine(x).argmax(-1)
     figures["calibration/count_acc"] = float((fused == y).float().mean())

@@ -187,6 +187,42 @@ def test_fusion_counter_starts_as_the_mean_of_its_members_log_probabilities():
     assert torch.allclose(probs_sep, probs, atol=1e-6)
 
 
+def test_fusion_counter_with_duration_reads_the_clipped_log_duration():
+    from frontend.errors import VoxsepError
+
+    config = {**COUNTER, "trunk": {"type": "blstm", "hidden_size": 8, "n_layers": 1},
+              "counter": {"type": "fusion", "duration": [0.5, 1.0],
+                          "members": [{"type": "head", "hidden_size": 8}, {**COUNTER["counter"]}]}}
+    torch.manual_seed(0)
+    model = build_model("multihead", config).eval()
+    assert model.get_config()["counter"]["duration"] == [0.5, 1.0]
+    fusion = model.counter
+    assert fusion.combine.weight.shape == (3, 2 * 6 + 1)
+    mix = torch.randn(3, 12000) * 0.1
+    lengths = torch.tensor([12000, 6000, 2000])  # 1.5 s, 0.75 s, 0.25 s at 8 kHz
+    inputs = model.count_inputs(mix, lengths)
+    log_probs = fusion.member_log_probs(*inputs)
+    x = fusion.combiner_inputs(log_probs, fusion.seconds(mix, lengths))
+    log_s = torch.tensor([1.0, 0.75, 0.5]).log()  # clipped to [0.5, 1.0] s
+    assert torch.allclose(x[:, 6], log_s) and torch.allclose(x[:, :6], log_probs)
+    assert torch.allclose(x[:, 7:], log_probs * log_s[:, None])
+    # unfitted, it is the mean of the members (the duration's columns start at zero) ...
+    head, crnn = fusion.members
+    expected = (head(*inputs).log_softmax(-1) + crnn(*inputs).log_softmax(-1)) / 2
+    assert torch.allclose(fusion(*inputs), expected, atol=1e-6)
+    # ... and a fitted duration column moves the logits by its weight times the log duration
+    with torch.no_grad():
+        fusion.combine.weight[0, 6] = 2.0
+    assert torch.allclose(fusion(*inputs)[:, 0] - expected[:, 0], 2.0 * log_s, atol=1e-5)
+    # without lengths, a mixture's duration is its length
+    single = model.count_inputs(mix[1:2, :6000])
+    assert torch.allclose(fusion.seconds(mix[1:2, :6000], None), torch.tensor([0.75]))
+    assert torch.allclose(model.count_logits(mix[1:2, :6000]), fusion(*single))
+    for bad in ([0.0, 1.0], [2.0, 1.0]):
+        with pytest.raises((ValueError, VoxsepError), match="duration must be"):
+            build_model("multihead", {**config, "counter": {**config["counter"], "duration": bad}})
+
+
 def test_fusion_counter_refuses_nested_or_empty_members():
     from frontend.errors import VoxsepError
 

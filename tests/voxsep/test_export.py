@@ -232,6 +232,43 @@ def test_export_calibrate_fuses_both_counters_fitted_on_the_manifest(tmp_path, t
     assert "its counter is a fusion; give --calibrate" in capsys.readouterr().err
 
 
+def test_export_count_duration_fits_the_fusion_with_the_durations(tmp_path, tmp_path_factory, capsys):
+    from separation.counters import fit_fusion
+    from separation.data import MixtureManifestDataset
+
+    manifest = _calibration_manifest(tmp_path_factory)
+    _save(tmp_path / "sep.pt", SEPARATOR, 1)
+    _save(tmp_path / "count.pt", COUNTER, 2)
+    out = tmp_path / "fused.pt"
+    args = ["export", str(out), "--model", str(tmp_path / "sep.pt"), "--counter", str(tmp_path / "count.pt")]
+    assert main(args + ["--calibrate", str(manifest), "--l2", "0.01", "--count-duration"]) == 0
+    ckpt = load_checkpoint(out)
+    data = MixtureManifestDataset(manifest, sample_rate=SR)
+    seconds = torch.tensor([data[i]["mix"].shape[-1] / SR for i in range(len(data))])
+    assert seconds.max() > seconds.min()
+    assert ckpt["model_config"]["counter"]["duration"] == pytest.approx([float(seconds.min()), float(seconds.max())])
+    model = build_model("multihead", ckpt["model_config"]).eval()
+    model.load_state_dict(ckpt["state_dict"])
+    with torch.no_grad():
+        lp = torch.cat([model.counter.member_log_probs(*model.count_inputs(data[i]["mix"][None].float()))
+                        for i in range(len(data))])
+    y = torch.tensor([data[i]["n_src"] - 1 for i in range(len(data))])
+    x = torch.cat([lp, seconds.log()[:, None], lp * seconds.log()[:, None]], dim=1)
+    weight, bias = fit_fusion(x, y, 3, l2=0.01)
+    assert torch.allclose(ckpt["state_dict"]["counter.combine.weight"], weight, atol=1e-4)
+    assert torch.allclose(ckpt["state_dict"]["counter.combine.bias"], bias, atol=1e-4)
+    with torch.no_grad():
+        logits = torch.cat([model.count_logits(data[i]["mix"][None].float()) for i in range(len(data))])
+    assert torch.allclose(logits, x @ weight.T + bias, atol=1e-4)
+    assert ckpt["metrics"]["calibration/count_acc"] == pytest.approx(float((logits.argmax(-1) == y).float().mean()))
+    # it needs the calibration mixtures: one line, exit 2, nothing written
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "x.pt"), "--model", str(tmp_path / "sep.pt"), "--count-duration"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not (tmp_path / "x.pt").exists()
+    assert len(err) == 1 and "--count-duration fits the fusion with the mixtures' durations" in err[0]
+
+
 def test_export_calibrate_needs_every_count(tmp_path, tmp_path_factory, capsys):
     manifest = _calibration_manifest(tmp_path_factory)
     partial = manifest.parent / "manifest_partial.jsonl"

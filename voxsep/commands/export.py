@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --calibrate: L2 weight of the fusion's logistic regression, or 'auto' (the "
                              "default): the weight with the least held-out cross-entropy in 5-fold cross-validation "
                              "on the calibration mixtures")
+    parser.add_argument("--count-duration", action="store_true",
+                        help="with --calibrate: the fusion also reads each mixture's duration (short mixtures "
+                             "hide a talker more often), clipped to the calibration mixtures' range")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--half", action="store_true",
                       help="store the weights as float16 (half the size, e.g. for bundled models)")
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from voxsep.export import export_separator
 
     ckpt = export_separator(args.model, args.out, args.counter, half=args.half, calibrate=args.calibrate,
-                            l2=args.l2, progress=True, settings=args.settings, int8=args.int8)
+                            count_duration=args.count_duration, l2=args.l2, progress=True,
+                            settings=args.settings, int8=args.int8)
     if ckpt["model_name"] != "multihead":
         print(f"wrote {args.out}: {ckpt['task']} model {ckpt['model_name']}, step {ckpt['step']}")
         return 0
