@@ -72,9 +72,9 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     its combiner is fitted on the manifest's mixtures (:func:`separation.counters.fit_fusion`, L2
     weight ``l2``, or ``"auto"``: chosen by cross-validation on them, see :func:`calibrate_counter`);
     with ``count_duration`` the combiner also reads the mixture's duration (clipped to the range of
-    the calibration mixtures; :class:`separation.counters.FusionCounter`). The manifest must hold every talker count; use held-back speakers, never the evaluation set. The
-    combiner stays float32 with ``half``. ``settings`` change the model config (see the module
-    docstring). Returns the written checkpoint dict.
+    the calibration mixtures; :class:`separation.counters.FusionCounter`). The manifest must hold
+    every talker count; use held-back speakers, never the evaluation set. The combiner stays
+    float32 with ``half``. ``settings`` change the model config (see the module docstring). Returns the written checkpoint dict.
 
     Raises:
         VoxsepError: unreadable checkpoints, models that are not ``multihead``, mismatched counts,
