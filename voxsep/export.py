@@ -74,7 +74,8 @@ def export_separator(model: str | os.PathLike, out: str | os.PathLike,
     with ``count_duration`` the combiner also reads the mixture's duration (clipped to the range of
     the calibration mixtures; :class:`separation.counters.FusionCounter`). The manifest must hold
     every talker count; use held-back speakers, never the evaluation set. The combiner stays
-    float32 with ``half``. ``settings`` change the model config (see the module docstring). Returns the written checkpoint dict.
+    float32 with ``half``. ``settings`` change the model config (see the module docstring).
+    Returns the written checkpoint dict.
 
     Raises:
         VoxsepError: unreadable checkpoints, models that are not ``multihead``, mismatched counts,
