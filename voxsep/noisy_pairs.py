@@ -49,7 +49,7 @@ def write_noisy_pairs(data: Mapping[str, Any], sample_rate: int, out: str | os.P
 
     Args:
         data: an enhancement config's ``data`` section (``manifest``, ``fractions``, ``snr_db``,
-            ``noise_kinds``, ``noise_files``, ``noise_file_prob``, ``noise_file_fractions``, ``rooms``).
+            ``noise_kinds``, ``noise_files``, ``noise_file_prob``, ``noise_file_fractions``, ``rooms``, ``babble``).
         sample_rate: Hz.
         out: output folder (must not exist or be empty, unless ``overwrite``).
         n_pairs: split -> number of pairs (``cv``/``valid``, ``tt``/``test``, ...).
@@ -90,7 +90,8 @@ def _write_split(data: Mapping[str, Any], sample_rate: int, root: Path, split: s
     maker = NoisySpeechDataset(utts, n_samples=max_samples or sample_rate, sample_rate=sample_rate, length=n,
                                fixed=True, seed=seed, snr_db=data.get("snr_db", (-5.0, 15.0)),
                                noise_kinds=data.get("noise_kinds", NOISE_KINDS), noise_files=noise_files,
-                               noise_file_prob=float(data.get("noise_file_prob", 0.5)), rooms=data.get("rooms"))
+                               noise_file_prob=float(data.get("noise_file_prob", 0.5)), rooms=data.get("rooms"),
+                               babble=data.get("babble"))
     order = np.random.default_rng([seed, 17]).permutation(len(utts))
     rows = []
     for i in tqdm(range(n), desc=f"pairs {split}", unit="pair", disable=not progress):

@@ -279,6 +279,18 @@ def test_voxsep_mix_enhancement_writes_held_back_pairs(speech_table, tmp_path, c
     with open(tmp_path / "snr" / "pairs_cv.csv", newline="") as f:
         assert {float(r["snr_db"]) for r in csv.DictReader(f)} == {5.0}
     assert len(read_pairs(tmp_path / "snr")) == 3
+    # the config's babble settings make the pairs too (a crowd for every pair here)
+    import yaml
+
+    from voxsep.noisy_pairs import write_noisy_pairs
+
+    data = yaml.safe_load((speech_table / "conf.yaml").read_text())["data"]
+    data.update(manifest=str(speech_table / "speech"), noise_files=str(speech_table / "noise"),
+                babble={"prob": 1.0, "talkers": [2, 3]})
+    write_noisy_pairs(data, 8000, tmp_path / "crowd", {"cv": 4}, max_seconds=0.5, progress=False)
+    with open(tmp_path / "crowd" / "pairs_cv.csv", newline="") as f:
+        noises = [r["noise"] for r in csv.DictReader(f)]
+    assert len(noises) == 4 and set(noises) <= {"crowd:2", "crowd:3"}
     bad = tmp_path / "sep.yaml"
     bad.write_text("task: separation\n")
     assert cli_main(["mix", "--enhancement", str(bad), "--out", str(tmp_path / "x")]) == 2
