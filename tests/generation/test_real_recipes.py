@@ -75,6 +75,13 @@ def test_conf_tf_is_conf_with_the_wavenet_on_frames():
     assert model.wavenet.receptive_field == 253 and model.receptive_field / 16000 == pytest.approx(2.09, abs=0.01)
 
 
+def test_conf_crowd_is_conf_tf_with_a_crowd_behind_every_item():
+    tf, crowd = read_yaml(RECIPE / "conf_tf.yaml"), read_yaml(RECIPE / "conf_crowd.yaml")
+    babble = crowd["data"].pop("babble")
+    assert crowd == tf  # nothing else differs
+    assert babble == {"prob": 1.0, "talkers": [3, 12], "room_prob": 0.5}
+
+
 def _run_recipe(run_sh: Path, tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
     """``run.sh`` from the repository root with ``variables`` in its environment and `voxsep` of
     this checkout first on the PATH (whatever is installed)."""
