@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on the calibration mixtures")
     parser.add_argument("--count-duration", action="store_true",
                         help="with --calibrate: the fusion also reads each mixture's duration (short mixtures "
-                             "hide a talker more often), clipped to the calibration mixtures' range")
+                             "hide a talker more often), clipped to the calibration mixtures' range; only sound when lengths vary "
+                             "within each calibration corpus, else it learns the corpora (recipes/real_separation)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--half", action="store_true",
                       help="store the weights as float16 (half the size, e.g. for bundled models)")
