@@ -83,19 +83,29 @@ def _babble_config(settings: Mapping | None, have_rooms: bool) -> dict | None:
         return None
     unknown = set(settings) - set(_BABBLE_DEFAULTS)
     if unknown:
-        raise VoxsepError(f"babble: unknown setting(s) {sorted(unknown)}; known: {sorted(_BABBLE_DEFAULTS)}")
+        raise VoxsepError(f"data.babble: unknown setting(s) {sorted(unknown)} (known: {sorted(_BABBLE_DEFAULTS)})")
     out = {**_BABBLE_DEFAULTS, **settings}
     for key in ("prob", "room_prob"):
         if not 0.0 <= float(out[key]) <= 1.0:
-            raise VoxsepError(f"babble.{key} must be in [0, 1], got {out[key]}")
+            raise VoxsepError(f"data.babble.{key} must be in [0, 1], got {out[key]}")
         out[key] = float(out[key])
     talkers = [int(v) for v in out["talkers"]]
     if len(talkers) != 2 or not 1 <= talkers[0] <= talkers[1]:
-        raise VoxsepError(f"babble.talkers must be a range [low, high] with 1 <= low <= high, got {list(out['talkers'])}")
+        raise VoxsepError(f"data.babble.talkers must be a range [low, high] with 1 <= low <= high, got {list(out['talkers'])}")
     out["talkers"] = tuple(talkers)
     if out["room_prob"] > 0 and not have_rooms:
-        raise VoxsepError("babble.room_prob needs simulated rooms: set data.rooms (its prob may be 0)")
+        raise VoxsepError("data.babble.room_prob needs simulated rooms: set data.rooms (its prob may be 0)")
     return out
+
+
+def noise_settings(data_config: Mapping) -> dict:
+    """The noise arguments of :class:`NoisySpeechDataset` from an enhancement config's ``data``
+    section (its defaults where a key is missing); the noise files depend on the split and are not
+    among them."""
+    return dict(snr_db=data_config.get("snr_db", (-5.0, 15.0)),
+                noise_kinds=data_config.get("noise_kinds", NOISE_KINDS),
+                noise_file_prob=float(data_config.get("noise_file_prob", 0.5)),
+                rooms=data_config.get("rooms"), babble=data_config.get("babble"))
 
 
 class NoisySpeechDataset(_CropDataset):

@@ -45,13 +45,12 @@ from torch import nn
 from engine.task import Task, register_task
 from frontend.errors import VoxsepError
 from frontend.utterances import DEFAULT_FRACTIONS, NOISE_FRACTIONS
-from generation.data import NoisySpeechDataset, SpeechCropDataset, noise_recordings, read_utterances
+from generation.data import NoisySpeechDataset, SpeechCropDataset, noise_recordings, noise_settings, read_utterances
 from generation.enhancer import Enhancer
 from generation.losses import (
     STFT_RESOLUTIONS, denoising_l1, discretized_logistic_mixture_nll, multi_resolution_stft_loss, mulaw_cross_entropy,
     neg_si_snr, si_snr,
 )
-from generation.noise import NOISE_KINDS
 from generation.vocoder import Vocoder
 
 _COMMON_KEYS = {"manifest", "fractions", "train_split", "valid_split", "segment", "train_examples",
@@ -126,11 +125,7 @@ class EnhancementTask(Task):
         def noise_of(split):
             return noise_recordings(noise_source, split, noise_fractions) if noise_source else ()
 
-        common = dict(n_samples=segment, sample_rate=sample_rate, seed=seed,
-                      snr_db=data_config.get("snr_db", (-5.0, 15.0)),
-                      noise_kinds=data_config.get("noise_kinds", NOISE_KINDS),
-                      noise_file_prob=float(data_config.get("noise_file_prob", 0.5)),
-                      rooms=data_config.get("rooms"), babble=data_config.get("babble"))
+        common = dict(n_samples=segment, sample_rate=sample_rate, seed=seed, **noise_settings(data_config))
         train_split = data_config.get("train_split", "train")
         train = NoisySpeechDataset(_utterances(data_config, "train_split", "train"),
                                    length=int(data_config.get("train_examples", 4000)), fixed=False,

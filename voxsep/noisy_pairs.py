@@ -35,8 +35,7 @@ from tqdm import tqdm
 from frontend import VoxsepError, atomic_folder, atomic_output, load_audio, save_audio
 from frontend.utterances import DEFAULT_FRACTIONS, NOISE_FRACTIONS, SPLIT_NAMES, noise_recordings, normalize_split
 from frontend.utterances import read_utterances
-from generation.data import NoisySpeechDataset
-from generation.noise import NOISE_KINDS
+from generation.data import NoisySpeechDataset, noise_settings
 
 PEAK = 0.99
 COLUMNS = ["id", "noisy", "clean", "speaker", "utterance", "seconds", "snr_db", "noise", "room"]
@@ -88,10 +87,7 @@ def _write_split(data: Mapping[str, Any], sample_rate: int, root: Path, split: s
         noise_files = noise_recordings(data["noise_files"], split, data.get("noise_file_fractions") or NOISE_FRACTIONS)
     max_samples = int(max_seconds * sample_rate) if max_seconds else None
     maker = NoisySpeechDataset(utts, n_samples=max_samples or sample_rate, sample_rate=sample_rate, length=n,
-                               fixed=True, seed=seed, snr_db=data.get("snr_db", (-5.0, 15.0)),
-                               noise_kinds=data.get("noise_kinds", NOISE_KINDS), noise_files=noise_files,
-                               noise_file_prob=float(data.get("noise_file_prob", 0.5)), rooms=data.get("rooms"),
-                               babble=data.get("babble"))
+                               fixed=True, seed=seed, noise_files=noise_files, **noise_settings(data))
     order = np.random.default_rng([seed, 17]).permutation(len(utts))
     rows = []
     for i in tqdm(range(n), desc=f"pairs {split}", unit="pair", disable=not progress):
