@@ -11,6 +11,10 @@
   what listeners hear (the spectral envelope at several time/frequency resolutions), which
   SI-SNR alone does not weigh. Equal to auraloss' ``MultiResolutionSTFTLoss`` with its defaults
   (a test compares them).
+- :func:`pesq_loss`: the PESQ model (ITU P.862's disturbance densities) as a differentiable loss,
+  from the ``torch-pesq`` package (Schmidt, AudioLabs; the ``train`` extra), which follows the
+  reference without its time alignment. Listeners' quality as PESQ scores it; meant beside SI-SNR
+  (alone it does not suppress noise, as its authors note).
 """
 from __future__ import annotations
 
@@ -112,6 +116,35 @@ def multi_resolution_stft_loss(est: torch.Tensor, ref: torch.Tensor,
         log_magnitude = F.l1_loss(torch.log(x_mag), torch.log(y_mag))
         total = total + convergence + log_magnitude
     return total / len(resolutions)
+
+
+_PESQ_MODULES: dict[int, torch.nn.Module] = {}
+
+
+def pesq_loss(est: torch.Tensor, ref: torch.Tensor, sample_rate: int,
+              active: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean PESQ disturbance of ``est (B, T)`` against ``ref (B, T)`` (``torch_pesq.PesqLoss``
+    with factor 1: ``0.1 d_sym + 0.0309 d_asym``, the two distances that PESQ's MOS subtracts from
+    4.5), over the items where ``active`` is true (default: references with energy; the level
+    alignment is undefined for silence). Zero (with a gradient path) when no item is active.
+
+    Raises:
+        VoxsepError: ``torch-pesq`` is not installed (``pip install "voxsep[train]"``).
+    """
+    if active is None:
+        active = ref.pow(2).sum(-1) > 1e-8
+    if not bool(active.any()):
+        return est.sum() * 0.0
+    module = _PESQ_MODULES.get(int(sample_rate))
+    if module is None:
+        try:
+            from torch_pesq import PesqLoss
+        except ImportError:
+            from frontend.errors import VoxsepError
+            raise VoxsepError('task_options.loss.pesq needs the torch-pesq package: pip install "voxsep[train]"') from None
+        module = _PESQ_MODULES.setdefault(int(sample_rate), PesqLoss(1.0, sample_rate=int(sample_rate)))
+    module = module.to(est.device)
+    return module(ref[active].float(), est[active].float()).mean()
 
 
 def neg_si_snr(est: torch.Tensor, ref: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:

@@ -28,7 +28,8 @@ Data config (both tasks)::
 Enhancement ``task_options``::
 
     loss: {l1: 1.0}            # weights of: l1 (Rethage et al.'s speech + noise L1), si_snr
-                               # (negative SI-SNR, dB), mrstft (multi-resolution STFT loss)
+                               # (negative SI-SNR, dB), mrstft (multi-resolution STFT loss),
+                               # pesq (PESQ's disturbance, torch-pesq; at the config's sample_rate)
     stft_resolutions: [[1024, 120, 600], [2048, 240, 1200], [512, 50, 240]]   # (n_fft, hop, window)
 
 The default (``l1`` alone) is the loss of the first recipes; e.g. ``{si_snr: 1.0, mrstft: 1.0}``
@@ -49,7 +50,7 @@ from generation.data import NoisySpeechDataset, SpeechCropDataset, noise_recordi
 from generation.enhancer import Enhancer
 from generation.losses import (
     STFT_RESOLUTIONS, denoising_l1, discretized_logistic_mixture_nll, multi_resolution_stft_loss, mulaw_cross_entropy,
-    neg_si_snr, si_snr,
+    neg_si_snr, pesq_loss, si_snr,
 )
 from generation.vocoder import Vocoder
 
@@ -58,7 +59,7 @@ _COMMON_KEYS = {"manifest", "fractions", "train_split", "valid_split", "segment"
 _DATA_KEYS = _COMMON_KEYS | {"snr_db", "noise_kinds", "noise_files", "noise_file_prob", "noise_file_fractions",
                              "rooms", "babble"}
 #: enhancement loss terms (task_options.loss)
-LOSS_TERMS = ("l1", "si_snr", "mrstft")
+LOSS_TERMS = ("l1", "si_snr", "mrstft", "pesq")
 
 
 def _check_data(data: Mapping[str, Any], allowed: set[str]) -> None:
@@ -82,11 +83,14 @@ class EnhancementTask(Task):
         loss: weights of the terms of :data:`LOSS_TERMS` (default ``{"l1": 1.0}``: Rethage et
             al.'s L1 on speech and on noise).
         stft_resolutions: ``(n_fft, hop, window)`` triples of the ``mrstft`` term.
+
+    The ``pesq`` term reads the sample rate that :meth:`build_datasets` is given (16 kHz until then).
     """
 
     def __init__(self, loss: Mapping[str, float] | None = None,
                  stft_resolutions: list[list[int]] | None = None):
         self.segment: int | None = None
+        self.sample_rate = 16000
         weights = dict(loss) if loss is not None else {"l1": 1.0}
         unknown = set(weights) - set(LOSS_TERMS)
         if unknown:
@@ -117,6 +121,7 @@ class EnhancementTask(Task):
 
     def build_datasets(self, data_config, sample_rate):
         _check_data(data_config, _DATA_KEYS)
+        self.sample_rate = int(sample_rate)
         segment = int(data_config.get("segment") or self.segment or 16384)
         seed = int(data_config.get("seed", 0))
         noise_source = data_config.get("noise_files")
@@ -156,6 +161,8 @@ class EnhancementTask(Task):
                 value = denoising_l1(est, clean, noisy)
             elif term == "si_snr":
                 value = neg_si_snr(est, clean)
+            elif term == "pesq":
+                value = pesq_loss(est, clean, self.sample_rate)
             else:
                 value = multi_resolution_stft_loss(est, clean, self.stft_resolutions)
             total = total + weight * value

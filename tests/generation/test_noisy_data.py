@@ -16,7 +16,7 @@ from frontend.utterances import noise_recordings, read_utterances
 from generation.data import NoisySpeechDataset, _load_crop
 from generation.enhancer import Enhancer, EnhancerConfig
 from generation.losses import (
-    STFT_RESOLUTIONS, denoising_l1, multi_resolution_stft_loss, neg_si_snr, si_snr,
+    STFT_RESOLUTIONS, denoising_l1, multi_resolution_stft_loss, neg_si_snr, pesq_loss, si_snr,
 )
 from generation.task import EnhancementTask
 from generation.wavenet import WaveNetConfig
@@ -188,6 +188,41 @@ def test_multi_resolution_stft_loss_known_values_and_gradient():
     assert STFT_RESOLUTIONS == ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
 
 
+def _real_utterance() -> tuple[torch.Tensor, int]:
+    """One of the package's bundled real utterances (a LibriSpeech speaker, 8 kHz, 4 s)."""
+    import soundfile as sf
+    from importlib.resources import files
+    audio, sr = sf.read(str(files("voxsep") / "examples" / "real" / "ls1081_0.flac"), dtype="float32")
+    return torch.from_numpy(audio)[None], sr
+
+
+def test_pesq_loss_ranks_as_the_reference_pesq_and_ignores_level():
+    torch_pesq = pytest.importorskip("torch_pesq")
+    pesq = pytest.importorskip("pesq")
+    clean, sr = _real_utterance()
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    losses, scores = [], []
+    for snr in (0, 10, 20, 30):
+        noisy = clean + noise * clean.norm() / noise.norm() * 10 ** (-snr / 20)
+        losses.append(float(pesq_loss(noisy, clean, sr)))
+        scores.append(pesq.pesq(sr, clean[0].numpy(), noisy[0].numpy(), "nb"))
+    # the reference's PESQ rises with the SNR, the loss falls: the same ranking
+    assert scores == sorted(scores) and losses == sorted(losses, reverse=True)
+    assert losses[0] > 4.0 and losses[-1] < 2.0
+    # exactly torch-pesq's disturbance (factor 1), and like PESQ blind to the level
+    expected = torch_pesq.PesqLoss(1.0, sample_rate=sr)(clean, clean + 0.1 * noise)
+    assert float(pesq_loss(clean + 0.1 * noise, clean, sr)) == pytest.approx(float(expected.mean()), rel=1e-6)
+    assert float(pesq_loss(clean, clean, sr)) < 1e-6
+    assert float(pesq_loss(0.3 * clean, clean, sr)) < 1e-3 and float(pesq_loss(3 * clean, clean, sr)) < 1e-3
+    # a gradient for the denoiser; silent references are left out
+    est = (clean + 0.1 * noise).requires_grad_()
+    pesq_loss(est, clean, sr).backward()
+    assert torch.isfinite(est.grad).all() and est.grad.abs().sum() > 0
+    both = pesq_loss(torch.cat([clean + 0.1 * noise, noise]), torch.cat([clean, torch.zeros_like(clean)]), sr)
+    assert float(both) == pytest.approx(float(expected.mean()), rel=1e-6)
+    assert float(pesq_loss(noise, torch.zeros_like(clean), sr)) == 0.0
+
+
 def _enhancer(target_field: int) -> Enhancer:
     return Enhancer(EnhancerConfig(
         wavenet=WaveNetConfig(layers_per_cycle=3, n_cycles=1, kernel_size=3, causal=False, residual_channels=8,
@@ -223,6 +258,29 @@ def test_task_loss_default_is_the_l1_and_weights_combine_terms():
     # silent references are left out of the SI-SNR term
     silent = torch.zeros(2, 500)
     assert float(neg_si_snr(torch.randn(2, 500), silent)) == 0.0
+
+
+def test_task_loss_pesq_term_at_the_data_sample_rate(tmp_path):
+    pytest.importorskip("torch_pesq")
+    clean, sr = _real_utterance()
+    task = EnhancementTask(loss={"si_snr": 1.0, "pesq": 2.0})
+    model = task.build_model("wavenet_denoiser", _config(_enhancer(4000), 4000))
+    n = model.training_length
+    ref = clean[:, :n].repeat(2, 1)
+    batch = {"noisy": ref + 0.01 * torch.randn(2, n, generator=torch.Generator().manual_seed(1)), "clean": ref}
+    table = tmp_path / "table.csv"
+    table.write_text("path,speaker\n" + "".join(f"{k}.flac,s{k}\n" for k in range(12)))
+    for k in range(12):
+        save_audio(tmp_path / f"{k}.flac", clean[0, k * 2000:(k + 1) * 2000 + 4000], sr)
+    task.build_datasets({"manifest": str(table), "fractions": FRACTIONS, "train_examples": 2, "valid_examples": 1}, sr)
+    assert task.sample_rate == sr
+    loss, logs = task.loss(model, batch)
+    noisy, target = EnhancementTask._normalise(model, batch)
+    valid = model.valid_slice(n)
+    est = model(noisy)[:, valid]
+    expected = -si_snr(est, target[:, valid]).mean() + 2 * pesq_loss(est, target[:, valid], sr)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert set(logs) == {"loss", "loss_si_snr", "loss_pesq"} and logs["loss_pesq"] > 0
 
 
 def test_task_loss_options_are_checked():
