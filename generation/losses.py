@@ -121,6 +121,16 @@ def multi_resolution_stft_loss(est: torch.Tensor, ref: torch.Tensor,
 _PESQ_MODULES: dict[int, torch.nn.Module] = {}
 
 
+def pesq_module():
+    """``torch_pesq.PesqLoss``, or one clear error when the ``train`` extra is not installed."""
+    try:
+        from torch_pesq import PesqLoss
+    except ImportError:
+        from frontend.errors import VoxsepError
+        raise VoxsepError('task_options.loss.pesq needs the torch-pesq package: pip install "voxsep[train]"') from None
+    return PesqLoss
+
+
 def pesq_loss(est: torch.Tensor, ref: torch.Tensor, sample_rate: int,
               active: torch.Tensor | None = None) -> torch.Tensor:
     """Mean PESQ disturbance of ``est (B, T)`` against ``ref (B, T)`` (``torch_pesq.PesqLoss``
@@ -137,12 +147,8 @@ def pesq_loss(est: torch.Tensor, ref: torch.Tensor, sample_rate: int,
         return est.sum() * 0.0
     module = _PESQ_MODULES.get(int(sample_rate))
     if module is None:
-        try:
-            from torch_pesq import PesqLoss
-        except ImportError:
-            from frontend.errors import VoxsepError
-            raise VoxsepError('task_options.loss.pesq needs the torch-pesq package: pip install "voxsep[train]"') from None
-        module = _PESQ_MODULES.setdefault(int(sample_rate), PesqLoss(1.0, sample_rate=int(sample_rate)))
+        module = pesq_module()(1.0, sample_rate=int(sample_rate)).requires_grad_(False)  # its filters stay fixed
+        module = _PESQ_MODULES.setdefault(int(sample_rate), module)
     module = module.to(est.device)
     return module(ref[active].float(), est[active].float()).mean()
 

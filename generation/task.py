@@ -50,7 +50,7 @@ from generation.data import NoisySpeechDataset, SpeechCropDataset, noise_recordi
 from generation.enhancer import Enhancer
 from generation.losses import (
     STFT_RESOLUTIONS, denoising_l1, discretized_logistic_mixture_nll, multi_resolution_stft_loss, mulaw_cross_entropy,
-    neg_si_snr, pesq_loss, si_snr,
+    neg_si_snr, pesq_loss, pesq_module, si_snr,
 )
 from generation.vocoder import Vocoder
 
@@ -98,6 +98,8 @@ class EnhancementTask(Task):
         if any(float(w) < 0 for w in weights.values()) or not any(float(w) > 0 for w in weights.values()):
             raise VoxsepError(f"task_options.loss: weights must be >= 0 and not all zero, got {weights}")
         self.loss_weights = {k: float(w) for k, w in weights.items() if float(w) > 0}
+        if "pesq" in self.loss_weights:
+            pesq_module()  # a missing package stops the run before it starts
         resolutions = stft_resolutions if stft_resolutions is not None else STFT_RESOLUTIONS
         try:
             self.stft_resolutions = [tuple(int(v) for v in r) for r in resolutions]

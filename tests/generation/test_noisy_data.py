@@ -283,6 +283,14 @@ def test_task_loss_pesq_term_at_the_data_sample_rate(tmp_path):
     assert set(logs) == {"loss", "loss_si_snr", "loss_pesq"} and logs["loss_pesq"] > 0
 
 
+def test_task_loss_pesq_without_the_package_is_one_clear_error(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "torch_pesq", None)  # import torch_pesq -> ImportError
+    with pytest.raises(VoxsepError, match=r"torch-pesq package: pip install \"voxsep\[train\]\""):
+        EnhancementTask(loss={"si_snr": 1.0, "pesq": 1.0})
+    EnhancementTask(loss={"si_snr": 1.0, "pesq": 0.0})  # a zero weight needs nothing
+
+
 def test_task_loss_options_are_checked():
     with pytest.raises(VoxsepError, match="unknown term"):
         EnhancementTask(loss={"sisnr": 1.0})
