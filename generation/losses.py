@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -118,9 +119,6 @@ def multi_resolution_stft_loss(est: torch.Tensor, ref: torch.Tensor,
     return total / len(resolutions)
 
 
-_PESQ_MODULES: dict[int, torch.nn.Module] = {}
-
-
 def pesq_module():
     """``torch_pesq.PesqLoss``, or one clear error when the ``train`` extra is not installed."""
     try:
@@ -129,6 +127,11 @@ def pesq_module():
         from frontend.errors import VoxsepError
         raise VoxsepError('task_options.loss.pesq needs the torch-pesq package: pip install "voxsep[train]"') from None
     return PesqLoss
+
+
+@functools.lru_cache(maxsize=None)
+def _pesq_at(sample_rate: int) -> torch.nn.Module:
+    return pesq_module()(1.0, sample_rate=sample_rate).requires_grad_(False)  # its filters stay fixed
 
 
 def pesq_loss(est: torch.Tensor, ref: torch.Tensor, sample_rate: int,
@@ -145,11 +148,7 @@ def pesq_loss(est: torch.Tensor, ref: torch.Tensor, sample_rate: int,
         active = ref.pow(2).sum(-1) > 1e-8
     if not bool(active.any()):
         return est.sum() * 0.0
-    module = _PESQ_MODULES.get(int(sample_rate))
-    if module is None:
-        module = pesq_module()(1.0, sample_rate=int(sample_rate)).requires_grad_(False)  # its filters stay fixed
-        module = _PESQ_MODULES.setdefault(int(sample_rate), module)
-    module = module.to(est.device)
+    module = _pesq_at(int(sample_rate)).to(est.device)
     return module(ref[active].float(), est[active].float()).mean()
 
 
