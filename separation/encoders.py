@@ -95,6 +95,11 @@ class ConvEncoder(nn.Conv1d):
 
 
 MASKS = ("sigmoid", "complex")
+#: STFT features: ``log1p`` = ``log(1 + |X|)``; ``log1p+log`` adds ``log(|X| + 0.01)`` beside it, which
+#: spreads the quiet bins that ``log1p`` leaves nearly linear (half the bins of an RMS-normalised
+#: mixture are below 0.7, where ``log1p(x) ~ x``): the detail of the quieter talkers.
+FEATURES = ("log1p", "log1p+log")
+LOG_FLOOR = 0.01
 
 
 class STFTEncoder(nn.Module):
@@ -105,10 +110,13 @@ class STFTEncoder(nn.Module):
         n_fft: int = 256
         hop_length: int = 64
         mask: str = "sigmoid"
+        features: str = "log1p"
 
         def __post_init__(self):
             if self.mask not in MASKS:
                 raise ValueError(f"mask must be one of {MASKS}, got {self.mask!r}")
+            if self.features not in FEATURES:
+                raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
             if not 1 <= self.hop_length <= self.n_fft // 2:
                 raise ValueError(f"hop_length must be in 1..n_fft/2 ({self.n_fft // 2}), got {self.hop_length}")
 
@@ -118,7 +126,8 @@ class STFTEncoder(nn.Module):
         self.stft = STFT(config.n_fft, config.hop_length)
         self.hop = config.hop_length
         self.n_bins = config.n_fft // 2 + 1
-        self.feature_size = self.n_bins
+        # the log1p block first: a model that grows from log1p to log1p+log keeps its input columns
+        self.feature_size = self.n_bins * (2 if config.features == "log1p+log" else 1)
         self.head_size = self.n_bins * (2 if config.mask == "complex" else 1)
 
     def n_frames(self, length: int) -> int:
@@ -128,9 +137,13 @@ class STFTEncoder(nn.Module):
         return (torch.div(lengths, self.hop, rounding_mode="floor") + 1).clamp(1, n_frames)
 
     def encode(self, mix: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """``(B, T) -> (B, n_frames, n_bins)`` log-magnitudes; the complex STFT is the context."""
+        """``(B, T) -> (B, n_frames, feature_size)`` log-magnitudes; the complex STFT is the context."""
         spec = self.stft(mix)  # (B, n_bins, n_frames) complex
-        return torch.log1p(spec.abs()).transpose(1, 2), spec
+        magnitude = spec.abs()
+        features = torch.log1p(magnitude)
+        if self.config.features == "log1p+log":
+            features = torch.cat([features, torch.log(magnitude + LOG_FLOOR)], dim=1)
+        return features.transpose(1, 2), spec
 
     def decode(self, head_out: torch.Tensor, context: torch.Tensor, length: int) -> torch.Tensor:
         """``(B, F, C, head_size)`` -> masks on the mixture's STFT -> ``(B, C, length)``."""

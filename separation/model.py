@@ -332,10 +332,21 @@ class MultiHeadSeparator(SeparationModel):
         """A state dict of any earlier layout in this class's layout (``init_from`` uses it). A
         fused counter (``counter.members.N.*``, e.g. of the bundled model) gives this model's
         single counter the first member with the same weight names and shapes, so that
-        ``init_from=[counter=BUNDLED]`` continues that member's training. A narrower BLSTM trunk's
-        weights are widened to this model's ``hidden_size`` with the same function
-        (:meth:`_widen_state_dict`)."""
-        return self._single_counter_state(self._widen_state_dict(upgrade_svoice_state_dict(state_dict)))
+        ``init_from=[counter=BUNDLED]`` continues that member's training. A BLSTM trunk trained on
+        fewer input features reads the new ones through zero weights (:meth:`_grow_input`), and a
+        narrower BLSTM trunk's weights are widened to this model's ``hidden_size``
+        (:meth:`_widen_state_dict`), both with the same function."""
+        state = self._grow_input(upgrade_svoice_state_dict(state_dict))
+        return self._single_counter_state(self._widen_state_dict(state))
+
+    def _grow_input(self, state: dict) -> dict:
+        """A trunk trained on fewer input features (an encoder that now gives more, e.g. ``features:
+        log1p+log``): the trunk pads its first layer with zero weights for them (``grow_input_state``)."""
+        grow = getattr(self.trunk, "grow_input_state", None)
+        if not callable(grow):
+            return state
+        trunk = grow({k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")})
+        return {k: trunk[k[len("trunk."):]] if k.startswith("trunk.") else v for k, v in state.items()}
 
     def _single_counter_state(self, state: dict) -> dict:
         own = {k: v for k, v in self.state_dict().items() if k.startswith("counter.")}
