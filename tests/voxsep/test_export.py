@@ -241,7 +241,9 @@ def test_export_count_duration_fits_the_fusion_with_the_durations(tmp_path, tmp_
     _save(tmp_path / "count.pt", COUNTER, 2)
     out = tmp_path / "fused.pt"
     args = ["export", str(out), "--model", str(tmp_path / "sep.pt"), "--counter", str(tmp_path / "count.pt")]
-    assert main(args + ["--calibrate", str(manifest), "--l2", "0.01", "--count-duration"]) == 0
+    # l2 1: the tiny set is separable, and at l2 0.01 the weights reach ~1000, where float32 rounding
+    # of the logits computed two ways (model vs. by hand) exceeds the tolerance
+    assert main(args + ["--calibrate", str(manifest), "--l2", "1", "--count-duration"]) == 0
     ckpt = load_checkpoint(out)
     data = MixtureManifestDataset(manifest, sample_rate=SR)
     seconds = torch.tensor([data[i]["mix"].shape[-1] / SR for i in range(len(data))])
@@ -254,7 +256,7 @@ def test_export_count_duration_fits_the_fusion_with_the_durations(tmp_path, tmp_
                         for i in range(len(data))])
     y = torch.tensor([data[i]["n_src"] - 1 for i in range(len(data))])
     x = torch.cat([lp, seconds.log()[:, None], lp * seconds.log()[:, None]], dim=1)
-    weight, bias = fit_fusion(x, y, 3, l2=0.01)
+    weight, bias = fit_fusion(x, y, 3, l2=1.0)
     assert torch.allclose(ckpt["state_dict"]["counter.combine.weight"], weight, atol=1e-4)
     assert torch.allclose(ckpt["state_dict"]["counter.combine.bias"], bias, atol=1e-4)
     with torch.no_grad():
