@@ -340,12 +340,13 @@ class MultiHeadSeparator(SeparationModel):
         return self._single_counter_state(self._widen_state_dict(state))
 
     def _grow_input(self, state: dict) -> dict:
-        """A trunk trained on fewer input features (an encoder that now gives more, e.g. ``features:
-        log1p+log``): the trunk pads its first layer with zero weights for them (``grow_input_state``)."""
+        """A trunk trained on the ``log1p`` features of an STFT encoder that now gives ``log1p+log``:
+        the trunk pads its first layer with zero weights for the new ones (``grow_input_state``)."""
         grow = getattr(self.trunk, "grow_input_state", None)
-        if not callable(grow):
+        if not callable(grow) or getattr(self.encoder.config, "features", None) != "log1p+log":
             return state
-        trunk = grow({k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")})
+        trunk = grow({k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")},
+                     old_input=self.encoder.n_bins)
         return {k: trunk[k[len("trunk."):]] if k.startswith("trunk.") else v for k, v in state.items()}
 
     def _single_counter_state(self, state: dict) -> dict:

@@ -113,18 +113,19 @@ class BLSTMTrunk(nn.Module):
             out[name] = fresh
         return out, feature_index
 
-    def grow_input_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A stack trained on fewer input features (``state``: keys relative to the trunk) into this
-        one, whose extra features come after the old ones (e.g. the STFT encoder's ``log1p+log``):
-        the first layer reads the new features through zero weights, so the function is the same
-        and training starts using them from there (their gradients are not zero)."""
+    def grow_input_state(self, state: dict[str, torch.Tensor], old_input: int) -> dict[str, torch.Tensor]:
+        """A stack trained on ``old_input`` input features (``state``: keys relative to the trunk)
+        into this one, whose extra features come after those (e.g. the STFT encoder's
+        ``log1p+log``): the first layer reads the new features through zero weights, so the function
+        is the same and training starts using them from there (their gradients are not zero).
+        Weights of any other input width are left as they are (``init_from`` then names the mismatch)."""
         out = dict(state)
         own = self.state_dict()
         for name, value in state.items():
             if not name.startswith("layers.0.weight_ih") or name not in own or value.dim() != 2:
                 continue
             mine = own[name]
-            if value.shape[1] < mine.shape[1] and value.shape[0] <= mine.shape[0]:
+            if value.shape[1] == old_input < mine.shape[1] and value.shape[0] <= mine.shape[0]:
                 grown = value.new_zeros(value.shape[0], mine.shape[1])
                 grown[:, :value.shape[1]] = value
                 out[name] = grown

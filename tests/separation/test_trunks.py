@@ -303,3 +303,12 @@ def test_init_from_into_log_features_keeps_the_function_and_trains_the_new_input
     new.train()
     new(mix[None], heads=(3,)).blocks[-1].est_sources[3].pow(2).mean().backward()
     assert new.trunk.layers[0].weight_ih_l0.grad[:, n_bins:].abs().sum() > 0
+
+
+def test_init_from_a_narrower_stft_into_log_features_is_still_an_error(tmp_path):
+    """Only a log1p model of the same STFT grows into log1p+log; other input widths stay a mismatch."""
+    _, old_config, path = _trained_looking(tmp_path, "log1p")
+    encoder = {**old_config["encoder"], "features": "log1p+log", "n_fft": 2 * old_config["encoder"]["n_fft"]}
+    new = build_model("multihead", {**old_config, "encoder": encoder})
+    with pytest.raises(VoxsepError, match=r"init_from weight trunk\.layers\.0\.weight_ih_l0 has shape"):
+        init_weights(new, [str(path)])
