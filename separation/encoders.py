@@ -9,7 +9,7 @@ samples per frame and keeps what its decoder needs; the decoder turns each head'
   overlap-add with the hop). The heads map features to waveform frames: no mask.
 * ``stft``: the ``frontend`` STFT (Hann window); features are ``log(1 + |X|)`` (``features: log1p``),
   or that and ``log(|X| + 0.01)`` side by side (``log1p+log``: a ``log1p`` model grows into it with
-  ``init_from`` and keeps its function, :meth:`separation.model.MultiHeadSeparator.upgrade_state_dict`); the heads output
+  ``init_from`` and keeps its function, ``MultiHeadSeparator.upgrade_state_dict``); the heads output
   one mask per talker (``sigmoid`` magnitude masks, or ``complex`` masks with a tanh-bounded
   magnitude, Choi et al. 2019, arXiv:1903.03107), applied to the mixture's STFT and inverted with
   the ``frontend`` iSTFT.

@@ -126,9 +126,7 @@ class BLSTMTrunk(nn.Module):
                 continue
             mine = own[name]
             if value.shape[1] == old_input < mine.shape[1] and value.shape[0] <= mine.shape[0]:
-                grown = value.new_zeros(value.shape[0], mine.shape[1])
-                grown[:, :value.shape[1]] = value
-                out[name] = grown
+                out[name] = nn.functional.pad(value, (0, mine.shape[1] - value.shape[1]))  # zero columns
         return out
 
     @staticmethod
