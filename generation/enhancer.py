@@ -69,6 +69,25 @@ class Enhancer(nn.Module):
     def from_config(cls, config: dict) -> "Enhancer":
         return cls(config_from_dict(EnhancerConfig, config, "Enhancer"))
 
+    def init_missing(self, missing: set[str]) -> dict:
+        """After ``init_from`` (``engine.train.init_weights``): WaveNet layers that no checkpoint gave
+        (``model.config.wavenet.n_cycles=3`` on a 2-cycle checkpoint) start with zero residual and
+        skip convolutions, so they add nothing and the deeper model computes the checkpoint's output;
+        their dilated convolutions keep their random start, so both learn from the first step.
+        Returns ``{"wavenet_layers_grown": [indices]}`` (nothing when no whole layer was missing)."""
+        grown = []
+        for i, layer in enumerate(self.wavenet.layers):
+            keys = {f"wavenet.layers.{i}.{name}" for name, _ in layer.named_parameters()}
+            if not keys <= missing:
+                continue
+            with torch.no_grad():
+                for conv in (layer.residual, layer.skip):
+                    conv.weight.zero_()
+                    if conv.bias is not None:
+                        conv.bias.zero_()
+            grown.append(i)
+        return {"wavenet_layers_grown": grown} if grown else {}
+
     @property
     def receptive_field(self) -> int:
         return self.wavenet.receptive_field

@@ -127,6 +127,45 @@ def test_frame_denoiser_masks_the_mixture_stft_and_chunks_exactly():
         FrameEnhancerConfig(wavenet=WaveNetConfig(causal=False, output="regression"))
 
 
+def test_init_from_deepens_a_frame_denoiser_with_the_same_function(tmp_path):
+    # model.config.wavenet.n_cycles=2 init_from=CKPT (1 cycle): the new layers add nothing at the start
+    from engine.checkpoint import config_to_dict, save_checkpoint
+    from engine.train import init_weights
+
+    torch.manual_seed(0)
+    small = tiny_frame_enhancer().eval()
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    ckpt = save_checkpoint(tmp_path / "small.pt", task="enhancement", model_name="wavenet_tf_denoiser",
+                           model_config=config_to_dict(small.config), sample_rate=16000, model=small)
+    deep_config = config_to_dict(small.config)
+    deep_config["wavenet"]["n_cycles"] = 2
+    deep = FrameEnhancer.from_config(deep_config).eval()
+    assert len(deep.wavenet.layers) == 6
+    report = init_weights(deep, [str(ckpt)])
+    assert report["wavenet_layers_grown"] == [3, 4, 5]
+    x = torch.randn(2, 3000) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(deep(x), small(x), atol=1e-6)
+        fresh = FrameEnhancer.from_config(deep_config).eval()
+        fresh.load_state_dict({**fresh.state_dict(), **{k: v for k, v in small.state_dict().items()}})
+        assert not torch.allclose(fresh(x), small(x), atol=1e-3)  # without init_missing the layers speak
+    # the silent layers learn: their skip convolutions get gradients at once, and after one step the
+    # residual ones feeding later layers do too (the last layer's residual output is never read)
+    deep.train()
+    opt = torch.optim.SGD(deep.parameters(), lr=0.1)
+    deep(x).pow(2).mean().backward()
+    assert all(deep.wavenet.layers[i].skip.weight.grad.abs().sum() > 0 for i in (3, 4, 5))
+    opt.step()
+    opt.zero_grad()
+    deep(x).pow(2).mean().backward()
+    assert all(deep.wavenet.layers[i].residual.weight.grad.abs().sum() > 0 for i in (3, 4))
+    assert all(deep.wavenet.layers[i].dilated.weight.grad.abs().sum() > 0 for i in (3, 4, 5))
+    # a checkpoint of the same depth grows nothing
+    assert "wavenet_layers_grown" not in init_weights(tiny_frame_enhancer(), [str(ckpt)])
+
+
 @pytest.mark.slow
 def test_frame_denoiser_improves_si_snr_after_short_training():
     torch.manual_seed(0)
