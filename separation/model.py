@@ -251,6 +251,8 @@ class MultiHeadConfig:
         normalize_input: divide each mixture by its RMS before encoding and give the estimates
             the mixture's scale back (level-independent features; exact scale kept).
         sample_rate: rate the model works at, in Hz.
+        head_rnn: units per direction of a BLSTM block of each count's own before its head
+            (:class:`HeadBlock`); 0: the heads read the shared trunk's features directly.
     """
 
     max_speakers: int = 5
@@ -262,10 +264,13 @@ class MultiHeadConfig:
     power_threshold: float = 1e-3
     normalize_input: bool = True
     sample_rate: int = 8000
+    head_rnn: int = 0
 
     def __post_init__(self):
         if self.max_speakers < 1:
             raise ValueError(f"max_speakers must be >= 1, got {self.max_speakers}")
+        if self.head_rnn < 0:
+            raise ValueError(f"head_rnn must be >= 0, got {self.head_rnn}")
         if self.count_method not in COUNT_METHODS:
             raise ValueError(f"count_method must be one of {COUNT_METHODS}, got {self.count_method!r}")
         # every default filled in: a checkpoint rebuilds exactly this architecture
@@ -276,6 +281,29 @@ class MultiHeadConfig:
     @classmethod
     def from_dict(cls, config: dict) -> "MultiHeadConfig":
         return config_from_dict(cls, config, "MultiHeadSeparator")
+
+
+class HeadBlock(nn.Module):
+    """A residual BLSTM block of one talker count's own, between the shared trunk and that count's
+    head: ``x + proj(BLSTM(x))`` on ``(B, N, W)`` features. The shared trunk's last layer has to
+    serve five heads at once; this gives each count capacity of its own at the cost of one layer
+    for the head that runs. ``proj`` starts at zero, so a new block passes the trunk's features
+    through unchanged (a model grown from a checkpoint without blocks computes what it did) and
+    learns from the first step (``proj``'s gradients are not zero)."""
+
+    def __init__(self, width: int, hidden_size: int):
+        super().__init__()
+        self.rnn = nn.LSTM(width, hidden_size, batch_first=True, bidirectional=True)
+        self.proj = nn.Linear(2 * hidden_size, width)
+        self.reset_output()
+
+    def reset_output(self) -> None:
+        with torch.no_grad():
+            self.proj.weight.zero_()
+            self.proj.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(self.rnn(x)[0])
 
 
 @register_model("multihead")
@@ -308,6 +336,9 @@ class MultiHeadSeparator(SeparationModel):
         self.heads = nn.ModuleDict({
             str(c): nn.Sequential(nn.PReLU(), nn.Linear(width, c * self.encoder.head_size))
             for c in range(1, config.max_speakers + 1)})
+        self.head_blocks = nn.ModuleDict({
+            str(c): HeadBlock(width, config.head_rnn) for c in range(1, config.max_speakers + 1)
+        }) if config.head_rnn else None
         self.counter = build_counter(config.counter, self.n_count_classes, width, config.sample_rate)
 
     @classmethod
@@ -399,6 +430,8 @@ class MultiHeadSeparator(SeparationModel):
                 scale: torch.Tensor) -> torch.Tensor:
         """Head ``n_speakers`` on ``(B, F, W)`` trunk features -> ``(B, n_speakers, length)``."""
         batch, n_frames, _ = features.shape
+        if self.head_blocks is not None:
+            features = self.head_blocks[str(n_speakers)](features)
         out = self.heads[str(n_speakers)](features).view(batch, n_frames, n_speakers, self.encoder.head_size)
         return self.encoder.decode(out, context, length) * scale.unsqueeze(-1)
 

@@ -312,3 +312,41 @@ def test_init_from_a_narrower_stft_into_log_features_is_still_an_error(tmp_path)
     new = build_model("multihead", {**old_config, "encoder": encoder})
     with pytest.raises(VoxsepError, match=r"init_from weight trunk\.layers\.0\.weight_ih_l0 has shape"):
         init_weights(new, [str(path)])
+
+
+def test_head_blocks_start_as_the_identity_and_learn_one_per_count(tmp_path):
+    """``head_rnn``: each count's own residual BLSTM before its head. Grown from a checkpoint
+    without them the model computes what it did; the blocks learn; only the chosen count's runs."""
+    old, old_config, path = _trained_looking(tmp_path, "plain")
+    new = build_model("multihead", {**old_config, "head_rnn": 8})
+    assert sorted(new.head_blocks) == ["1", "2", "3", "4", "5"]
+    report = init_weights(new, [f"trunk={path}", f"heads={path}", f"counter={path}"])
+    assert report["missing"] and all(k.startswith("head_blocks.") for k in report["missing"])
+    new.eval()
+    mix = torch.randn(1237) * 0.1
+    with torch.no_grad():
+        for k in (1, 3, 5):
+            assert _difference_db(new.separate(mix, k)[0], old.separate(mix, k)[0]) < -80
+    # trained, the blocks change the output: the check above can fail
+    new.train()
+    opt = torch.optim.Adam(new.head_blocks.parameters(), lr=0.05)  # the blocks alone: the rest stays
+    for _ in range(3):
+        opt.zero_grad()
+        new(mix[None], heads=(3,)).blocks[-1].est_sources[3].pow(2).mean().backward()
+        assert new.head_blocks["3"].proj.weight.grad.abs().sum() > 0
+        assert new.head_blocks["2"].proj.weight.grad is None  # only the decoded count's block runs
+        opt.step()
+    assert new.head_blocks["3"].rnn.weight_ih_l0.grad.abs().sum() > 0  # through the moved projection
+    new.eval()
+    with torch.no_grad():
+        assert _difference_db(new.separate(mix, 3)[0], old.separate(mix, 3)[0]) > -30
+        assert _difference_db(new.separate(mix, 2)[0], old.separate(mix, 2)[0]) < -80
+    # the layout round-trips through a weights_only checkpoint
+    saved = save_checkpoint(tmp_path / "blocks.pt", task="separation", model_name="multihead",
+                            model_config=new.get_config(), sample_rate=SR, model=new)
+    again = build_model("multihead", load_checkpoint(saved)["model_config"])
+    again.load_state_dict(load_checkpoint(saved)["state_dict"])
+    with torch.no_grad():
+        assert torch.equal(again.eval().separate(mix, 3)[0], new.separate(mix, 3)[0])
+    with pytest.raises(VoxsepError, match="head_rnn must be >= 0, got -1"):
+        build_model("multihead", {**old_config, "head_rnn": -1})
