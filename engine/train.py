@@ -28,7 +28,9 @@ trunk has more layers than its checkpoint starts with the new layers nearly sile
 what the checkpoint did (``model.config.trunk.n_layers=4 init_from=CKPT`` deepens a 3-layer run);
 one whose BLSTM trunk is wider than its checkpoint's gets the checkpoint's weights widened with the
 same function (``model.config.trunk.hidden_size=384`` widens a 256-unit run: the model's
-``upgrade_state_dict``).
+``upgrade_state_dict``); a WaveNet denoiser given more dilation cycles than its checkpoint starts
+with the new layers silent (``model.config.wavenet.n_cycles=3`` deepens a 2-cycle run), and a
+separator given ``model.config.head_rnn`` starts its per-count head blocks as the identity.
 
 Re-running the same command with the same ``run_dir`` resumes from ``last.ckpt``. It refuses
 (``VoxsepError``) when the resolved config changed in a way that matters: anything except the
