@@ -314,7 +314,8 @@ class MultiHeadSeparator(SeparationModel):
     arXiv:2011.12022): every head shares the trunk and is applied after every returned trunk block
     (SVoice's multi-scale loss); inference runs the trunk once, picks the count and decodes that
     head only. Head ``c`` is PReLU + a pointwise projection to ``c`` times the encoder's
-    ``head_size`` per frame. Parts are chosen by :class:`MultiHeadConfig`.
+    ``head_size`` per frame, after a residual BLSTM block of its own with ``head_rnn``
+    (:class:`HeadBlock`). Parts are chosen by :class:`MultiHeadConfig`.
     """
 
     def __init__(self, config: MultiHeadConfig | dict | None = None):

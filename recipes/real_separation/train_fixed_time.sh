@@ -71,10 +71,14 @@ fi
 # on the calibration mixtures
 INIT_OPT="init_from=null"; SHAPE=()
 if [ "$INIT" != none ]; then
+  # INIT's input features and per-count head blocks (head_rnn) are kept too
+  read -r INIT_LAYERS INIT_HIDDEN INIT_FEATURES INIT_HEAD_RNN < <(python -c "from engine.checkpoint import load_checkpoint; \
+c = load_checkpoint('$INIT')['model_config']; t = c['trunk']; \
+print(t['n_layers'], t['hidden_size'], c['encoder'].get('features', 'log1p'), c.get('head_rnn', 0))")
   INIT_OPT="init_from=[trunk=$INIT, heads=$INIT, counter=$INIT]"
-  read -r INIT_LAYERS INIT_HIDDEN < <(python -c "from engine.checkpoint import load_checkpoint; \
-t = load_checkpoint('$INIT')['model_config']['trunk']; print(t['n_layers'], t['hidden_size'])")
-  SHAPE=("model.config.trunk.n_layers=${LAYERS:-$INIT_LAYERS}" "model.config.trunk.hidden_size=${HIDDEN:-$INIT_HIDDEN}")
+  [ "$INIT_HEAD_RNN" = 0 ] || INIT_OPT="init_from=[trunk=$INIT, heads=$INIT, head_blocks=$INIT, counter=$INIT]"
+  SHAPE=("model.config.trunk.n_layers=${LAYERS:-$INIT_LAYERS}" "model.config.trunk.hidden_size=${HIDDEN:-$INIT_HIDDEN}"
+         "model.config.encoder.features=$INIT_FEATURES" "model.config.head_rnn=$INIT_HEAD_RNN")
 else
   [ -z "$LAYERS" ] || SHAPE+=("model.config.trunk.n_layers=$LAYERS")
   [ -z "$HIDDEN" ] || SHAPE+=("model.config.trunk.hidden_size=$HIDDEN")
