@@ -80,11 +80,9 @@ class Enhancer(nn.Module):
             keys = {f"wavenet.layers.{i}.{name}" for name, _ in layer.named_parameters()}
             if not keys <= missing:
                 continue
-            with torch.no_grad():
-                for conv in (layer.residual, layer.skip):
-                    conv.weight.zero_()
-                    if conv.bias is not None:
-                        conv.bias.zero_()
+            for conv in (layer.residual, layer.skip):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
             grown.append(i)
         return {"wavenet_layers_grown": grown} if grown else {}
 

@@ -295,12 +295,8 @@ class HeadBlock(nn.Module):
         super().__init__()
         self.rnn = nn.LSTM(width, hidden_size, batch_first=True, bidirectional=True)
         self.proj = nn.Linear(2 * hidden_size, width)
-        self.reset_output()
-
-    def reset_output(self) -> None:
-        with torch.no_grad():
-            self.proj.weight.zero_()
-            self.proj.bias.zero_()
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.proj(self.rnn(x)[0])

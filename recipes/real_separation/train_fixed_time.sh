@@ -75,8 +75,8 @@ if [ "$INIT" != none ]; then
   read -r INIT_LAYERS INIT_HIDDEN INIT_FEATURES INIT_HEAD_RNN < <(python -c "from engine.checkpoint import load_checkpoint; \
 c = load_checkpoint('$INIT')['model_config']; t = c['trunk']; \
 print(t['n_layers'], t['hidden_size'], c['encoder'].get('features', 'log1p'), c.get('head_rnn', 0))")
-  INIT_OPT="init_from=[trunk=$INIT, heads=$INIT, counter=$INIT]"
-  [ "$INIT_HEAD_RNN" = 0 ] || INIT_OPT="init_from=[trunk=$INIT, heads=$INIT, head_blocks=$INIT, counter=$INIT]"
+  BLOCKS=""; [ "$INIT_HEAD_RNN" = 0 ] || BLOCKS=" head_blocks=$INIT,"
+  INIT_OPT="init_from=[trunk=$INIT, heads=$INIT,$BLOCKS counter=$INIT]"
   SHAPE=("model.config.trunk.n_layers=${LAYERS:-$INIT_LAYERS}" "model.config.trunk.hidden_size=${HIDDEN:-$INIT_HIDDEN}"
          "model.config.encoder.features=$INIT_FEATURES" "model.config.head_rnn=$INIT_HEAD_RNN")
 else
