@@ -10,7 +10,9 @@ samples per frame and keeps what its decoder needs; the decoder turns each head'
 * ``stft``: the ``frontend`` STFT (Hann window); features are ``log(1 + |X|)`` (``features: log1p``),
   or that and ``log(|X| + 0.01)`` side by side (``log1p+log``: a ``log1p`` model grows into it with
   ``init_from`` and keeps its function, ``MultiHeadSeparator.upgrade_state_dict``); the heads output
-  one mask per talker (``sigmoid`` magnitude masks, or ``complex`` masks with a tanh-bounded
+  one mask per talker (``sigmoid`` magnitude masks; ``sigmoid+phase``: the same magnitude times a
+  phase rotation ``exp(j phi)`` per bin, which a ``sigmoid`` model grows into with ``init_from`` and
+  keeps its function, the phase rows starting at zero; or ``complex`` masks with a tanh-bounded
   magnitude, Choi et al. 2019, arXiv:1903.03107), applied to the mixture's STFT and inverted with
   the ``frontend`` iSTFT.
 
@@ -96,7 +98,9 @@ class ConvEncoder(nn.Conv1d):
         return wav[..., :length]
 
 
-MASKS = ("sigmoid", "complex")
+MASKS = ("sigmoid", "sigmoid+phase", "complex")
+#: masks whose head gives two numbers per bin (the magnitude's first, so a ``sigmoid`` head's rows grow in place)
+TWO_PER_BIN = ("sigmoid+phase", "complex")
 #: STFT features: ``log1p`` = ``log(1 + |X|)``; ``log1p+log`` adds ``log(|X| + 0.01)`` beside it, which
 #: spreads the quiet bins that ``log1p`` leaves nearly linear (half the bins of an RMS-normalised
 #: mixture are below 0.7, where ``log1p(x) ~ x``): the detail of the quieter talkers.
@@ -130,7 +134,7 @@ class STFTEncoder(nn.Module):
         self.n_bins = config.n_fft // 2 + 1
         # the log1p block first: a model that grows from log1p to log1p+log keeps its input columns
         self.feature_size = self.n_bins * (2 if config.features == "log1p+log" else 1)
-        self.head_size = self.n_bins * (2 if config.mask == "complex" else 1)
+        self.head_size = self.n_bins * (2 if config.mask in TWO_PER_BIN else 1)
 
     def n_frames(self, length: int) -> int:
         return length // self.hop + 1
@@ -153,6 +157,9 @@ class STFTEncoder(nn.Module):
         out = head_out.permute(0, 2, 3, 1)  # (B, C, head_size, F)
         if self.config.mask == "sigmoid":
             est = spec * torch.sigmoid(out)
+        elif self.config.mask == "sigmoid+phase":
+            magnitude, phase = torch.sigmoid(out[:, :, :self.n_bins]), out[:, :, self.n_bins:]
+            est = spec * torch.polar(magnitude.float(), phase.float())
         else:
             real, imag = out[:, :, :self.n_bins], out[:, :, self.n_bins:]
             magnitude = torch.sqrt(real.pow(2) + imag.pow(2) + 1e-8)

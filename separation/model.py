@@ -363,9 +363,29 @@ class MultiHeadSeparator(SeparationModel):
         ``init_from=[counter=BUNDLED]`` continues that member's training. A BLSTM trunk trained on
         fewer input features reads the new ones through zero weights (:meth:`_grow_input`), and a
         narrower BLSTM trunk's weights are widened to this model's ``hidden_size``
-        (:meth:`_widen_state_dict`), both with the same function."""
+        (:meth:`_widen_state_dict`), and a ``sigmoid`` mask head grows into ``sigmoid+phase``
+        (:meth:`_grow_phase`), all with the same function."""
         state = self._grow_input(upgrade_svoice_state_dict(state_dict))
-        return self._single_counter_state(self._widen_state_dict(state))
+        return self._grow_phase(self._single_counter_state(self._widen_state_dict(state)))
+
+    def _grow_phase(self, state: dict) -> dict:
+        """A head of ``sigmoid`` masks (``n_bins`` rows per talker) into this model's
+        ``sigmoid+phase`` head (``2 n_bins`` per talker, the magnitude's rows first): each talker's
+        magnitude rows are copied and its phase rows start at zero, i.e. no rotation."""
+        if getattr(self.encoder.config, "mask", None) != "sigmoid+phase":
+            return state
+        bins, own = self.encoder.n_bins, self.state_dict()
+        out = dict(state)
+        for c in range(1, self.max_speakers + 1):
+            for name in ("weight", "bias"):
+                key = f"heads.{c}.1.{name}"
+                if key not in state or key not in own or state[key].shape[0] != c * bins or own[key].shape[0] != 2 * c * bins:
+                    continue
+                old = state[key].reshape(c, bins, *state[key].shape[1:])
+                new = torch.zeros(c, 2 * bins, *old.shape[2:], dtype=old.dtype)
+                new[:, :bins] = old
+                out[key] = new.reshape(2 * c * bins, *old.shape[2:])
+        return out
 
     def _grow_input(self, state: dict) -> dict:
         """A trunk trained on the ``log1p`` features of an STFT encoder that now gives ``log1p+log``:

@@ -350,3 +350,48 @@ def test_head_blocks_start_as_the_identity_and_learn_one_per_count(tmp_path):
         assert torch.equal(again.eval().separate(mix, 3)[0], new.separate(mix, 3)[0])
     with pytest.raises(VoxsepError, match="head_rnn must be >= 0, got -1"):
         build_model("multihead", {**old_config, "head_rnn": -1})
+
+
+def test_phase_masks_rotate_the_mixture_and_grow_from_sigmoid_masks(tmp_path):
+    """``mask: sigmoid+phase``: each bin's mask is ``sigmoid(a) exp(j phi)``. A ``sigmoid`` model
+    grows into it with ``init_from`` (magnitude rows copied, phase rows zero) and computes what it
+    did; trained, the phase rows move and the output changes."""
+    old, old_config, path = _trained_looking(tmp_path, "magnitude")
+    config = {**old_config, "encoder": {**old_config["encoder"], "mask": "sigmoid+phase"}}
+    new = build_model("multihead", config)
+    n_bins = new.encoder.n_bins
+    assert new.heads["3"][1].weight.shape[0] == 3 * 2 * n_bins
+    report = init_weights(new, [str(path)])
+    assert report["missing"] == [] and report["ignored"] == []
+    rows = new.heads["3"][1].weight.detach().view(3, 2 * n_bins, -1)
+    assert torch.equal(rows[:, :n_bins], old.heads["3"][1].weight.detach().view(3, n_bins, -1))
+    assert torch.count_nonzero(rows[:, n_bins:]) == 0
+    new.eval()
+    mix = torch.randn(1237) * 0.1
+    with torch.no_grad():
+        for k in (1, 3, 5):
+            assert _difference_db(new.separate(mix, k)[0], old.separate(mix, k)[0]) < -80
+    # the decoder: magnitude sigmoid(a), phase phi, applied to the mixture's STFT
+    features, spec = new.encoder.encode(mix[None])
+    a, phi = torch.randn(1, spec.shape[-1], 2, n_bins), torch.full((1, spec.shape[-1], 2, n_bins), 0.7)
+    est = new.encoder.decode(torch.cat([a, phi], dim=-1), spec, 1237)
+    mask = torch.sigmoid(a).permute(0, 2, 3, 1) * torch.exp(torch.tensor(0.7j))
+    expected = new.encoder.stft.inverse(spec.unsqueeze(1) * mask, 1237)
+    assert torch.allclose(est, expected, atol=1e-6)
+    # a rotation of the whole mixture by 90 degrees in every bin: the real signal's Hilbert pair,
+    # not the signal (the phase is used, not ignored)
+    quarter = new.encoder.decode(torch.cat([torch.full_like(a, 20.0), torch.full_like(phi, torch.pi / 2)], -1), spec, 1237)
+    assert _difference_db(quarter[0, 0], mix) > -3
+    # the zero phase rows get gradients and, trained, change the output
+    new.train()
+    opt = torch.optim.Adam([new.heads["3"][1].weight], lr=0.05)
+    for _ in range(3):
+        opt.zero_grad()
+        new(mix[None], heads=(3,)).blocks[-1].est_sources[3].pow(2).mean().backward()
+        assert new.heads["3"][1].weight.grad.view(3, 2 * n_bins, -1)[:, n_bins:].abs().sum() > 0
+        opt.step()
+    new.eval()
+    with torch.no_grad():
+        assert _difference_db(new.separate(mix, 3)[0], old.separate(mix, 3)[0]) > -30
+    with pytest.raises(VoxsepError, match="mask must be one of"):
+        build_model("multihead", {**old_config, "encoder": {**old_config["encoder"], "mask": "phase"}})
