@@ -16,9 +16,10 @@ from voxsep.demo import EXAMPLE_SETS, build_demo_mixtures
 from voxsep.registry import MODELS_DIR, list_models, load_model
 
 # What the bundled separation models must reach on the demo's two-talker mixtures of each bundled
-# example set (measured for the shipped checkpoint b9, separator r15b8cos step 2000 (5 BLSTM layers,
-# int8 weights) + its head fused with counters c01-c06 and c08: real 8.41 dB, synthetic 6.75 dB, 6 of 6
-# counted right in both; b8 (r13grow5cos step 3000 + c01-c06): real 8.20 / synthetic 6.83 dB; b7 (r11deepcos step 4000, 4 layers): real 8.63 / synthetic 6.74 dB; b6 (r07crop4 step 5000 + c01-c06): real 8.14 / synthetic 6.71 dB, 6 of 6 in both; b5 (r05real
+# example set (measured for the shipped checkpoint b10, separator r30heads step 6000 (5 BLSTM layers,
+# log1p+log features, a BLSTM block per count before its head, int8 weights) + its head fused with
+# counters c01-c06 and c08: real 8.66 dB, synthetic 7.25 dB, 6 of 6 counted right in both; b9
+# (r15b8cos step 2000, the same counters): real 8.41 / synthetic 6.75 dB, 6 of 6 in both; b8 (r13grow5cos step 3000 + c01-c06): real 8.20 / synthetic 6.83 dB; b7 (r11deepcos step 4000, 4 layers): real 8.63 / synthetic 6.74 dB; b6 (r07crop4 step 5000 + c01-c06): real 8.14 / synthetic 6.71 dB, 6 of 6 in both; b5 (r05real
 # step 23500 + c02): real 7.53 / synthetic 6.63 dB; b4 (r05real step 11000 + c02): 8.18 / 6.66 dB;
 # b3 (r03 step 21500 + c02): 7.60 / 7.32 dB; the first real-speech bundle: 5.35 / 5.26 dB; the MulCat
 # model before them: real -0.04 dB, synthetic 2.76 dB)
@@ -38,7 +39,9 @@ def test_the_default_set_is_bundled_small_and_documented():
     names = {(m.task, m.name) for m in BUNDLED}
     # the vocoder is not trained enough to ship (recipes/real_vocoder); the denoiser is tested below
     assert names == {("separation", "default"), ("enhancement", "default")}
-    assert sum(m.path.stat().st_size for m in BUNDLED) <= 25 * 2**20
+    # the package's weights stay small enough to install in seconds (separator 23.8 MB with its
+    # per-count head blocks since b10, denoiser 3.4 MB)
+    assert sum(m.path.stat().st_size for m in BUNDLED) <= 30 * 2**20
     for m in BUNDLED:
         assert m.path.parent == MODELS_DIR and m.card is not None, m.path
         card = m.card.read_text(encoding="utf-8")
