@@ -26,6 +26,8 @@ N_VALID=${N_VALID:-40}               # validation mixtures per talker count (the
 N_CALIB=${N_CALIB:-100}              # calibration mixtures per talker count (the campaign's: 100)
 LAYERS=${LAYERS:-}                   # BLSTM layers (default: INIT's; one more grows the trunk)
 HIDDEN=${HIDDEN:-}                   # BLSTM units per direction (default: INIT's; more widens the trunk)
+MASK=${MASK:-}                       # mask (default: INIT's; sigmoid+phase grows phase rows from a sigmoid INIT)
+HOP=${HOP:-}                         # STFT hop in samples (default: INIT's; the weights do not depend on it)
 
 if [ "${PREPARE:-0}" = 1 ]; then
   # stage 0: an 8 kHz copy of the speech and noise (FLAC, same table) small enough to carry
@@ -71,17 +73,20 @@ fi
 # on the calibration mixtures
 INIT_OPT="init_from=null"; SHAPE=()
 if [ "$INIT" != none ]; then
-  # INIT's input features and per-count head blocks (head_rnn) are kept too
-  read -r INIT_LAYERS INIT_HIDDEN INIT_FEATURES INIT_HEAD_RNN < <(python -c "from engine.checkpoint import load_checkpoint; \
-c = load_checkpoint('$INIT')['model_config']; t = c['trunk']; \
-print(t['n_layers'], t['hidden_size'], c['encoder'].get('features', 'log1p'), c.get('head_rnn', 0))")
+  # INIT's input features, mask, hop and per-count head blocks (head_rnn) are kept too
+  read -r INIT_LAYERS INIT_HIDDEN INIT_FEATURES INIT_HEAD_RNN INIT_MASK INIT_HOP < <(python -c "from engine.checkpoint import load_checkpoint; \
+c = load_checkpoint('$INIT')['model_config']; t = c['trunk']; e = c['encoder']; \
+print(t['n_layers'], t['hidden_size'], e.get('features', 'log1p'), c.get('head_rnn', 0), e.get('mask', 'sigmoid'), e.get('hop_length', 64))")
   BLOCKS=""; [ "$INIT_HEAD_RNN" = 0 ] || BLOCKS=" head_blocks=$INIT,"
   INIT_OPT="init_from=[trunk=$INIT, heads=$INIT,$BLOCKS counter=$INIT]"
   SHAPE=("model.config.trunk.n_layers=${LAYERS:-$INIT_LAYERS}" "model.config.trunk.hidden_size=${HIDDEN:-$INIT_HIDDEN}"
-         "model.config.encoder.features=$INIT_FEATURES" "model.config.head_rnn=$INIT_HEAD_RNN")
+         "model.config.encoder.features=$INIT_FEATURES" "model.config.head_rnn=$INIT_HEAD_RNN"
+         "model.config.encoder.mask=${MASK:-$INIT_MASK}" "model.config.encoder.hop_length=${HOP:-$INIT_HOP}")
 else
   [ -z "$LAYERS" ] || SHAPE+=("model.config.trunk.n_layers=$LAYERS")
   [ -z "$HIDDEN" ] || SHAPE+=("model.config.trunk.hidden_size=$HIDDEN")
+  [ -z "$MASK" ] || SHAPE+=("model.config.encoder.mask=$MASK")
+  [ -z "$HOP" ] || SHAPE+=("model.config.encoder.hop_length=$HOP")
 fi
 voxsep train "$CONF" "run_dir=$RUN" "$INIT_OPT" "${SHAPE[@]}" \
   "data.train.utterances=[{path: $SPEECH, weight: 1.0, fractions: [$FRACTIONS]}]" \
