@@ -374,17 +374,12 @@ class MultiHeadSeparator(SeparationModel):
         magnitude rows are copied and its phase rows start at zero, i.e. no rotation."""
         if getattr(self.encoder.config, "mask", None) != "sigmoid+phase":
             return state
-        bins, own = self.encoder.n_bins, self.state_dict()
-        out = dict(state)
-        for c in range(1, self.max_speakers + 1):
-            for name in ("weight", "bias"):
-                key = f"heads.{c}.1.{name}"
-                if key not in state or key not in own or state[key].shape[0] != c * bins or own[key].shape[0] != 2 * c * bins:
-                    continue
-                old = state[key].reshape(c, bins, *state[key].shape[1:])
-                new = torch.zeros(c, 2 * bins, *old.shape[2:], dtype=old.dtype)
-                new[:, :bins] = old
-                out[key] = new.reshape(2 * c * bins, *old.shape[2:])
+        bins, out = self.encoder.n_bins, dict(state)
+        for key, value in state.items():
+            head = re.fullmatch(r"heads\.(\d+)\.1\.(weight|bias)", key)
+            if head and value.shape[0] == int(head[1]) * bins:  # a sigmoid head: phase rows of zeros after each talker's
+                old = value.reshape(int(head[1]), bins, *value.shape[1:])
+                out[key] = torch.cat([old, torch.zeros_like(old)], dim=1).reshape(-1, *value.shape[1:])
         return out
 
     def _grow_input(self, state: dict) -> dict:
